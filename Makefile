@@ -1,0 +1,57 @@
+# flashsale: `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SKU ?= iphone-17
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup redis run demo test lint typecheck unit lock loadtest bench faults images deploy clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) redis ## install what is missing: a virtualenv, the pinned requirements, redis-server
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+redis: ## install redis-server through the system package manager if it is missing
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  if command -v apt-get >/dev/null; then $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	  elif command -v brew >/dev/null; then brew install redis; \
+	  else echo "install redis-server with your package manager" >&2; exit 1; fi; }
+
+run: setup ## run redis-server and the three functions on ports 8081-8083 (Ctrl-C stops)
+	$(BIN)/flashsale run
+
+demo: setup ## set up and run a small flash sale end to end, then print the verdict
+	$(BIN)/flashsale demo --buyers 300 --stock 100
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup ## mypy (strict on shared/)
+	$(BIN)/mypy
+
+test: setup lint typecheck ## set up, then lint, type-check and run every test
+	$(BIN)/pytest
+
+unit: setup ## the fast tests only (no servers)
+	$(BIN)/pytest -m "not integration and not concurrency and not loadtest"
+
+lock: ## re-pin requirements.txt and requirements-dev.txt from the .in files
+	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in
+	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links -o requirements-dev.txt requirements-dev.in
+
+clean: ## remove local state (database, keys, logs, results); keeps the virtualenv
+	rm -rf var bench/results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,46 @@
+"""place-order: sells a unit to a buyer with a valid token, first come first served."""
+
+import functions_framework
+from flask import Request, Response
+
+from shared import validation
+from shared.context import context
+from shared.http import Router, json_response, read_json
+
+
+def _loads(_key: object) -> None:
+    """Readiness: the key file was read (reading raises if it cannot be)."""
+
+
+router = Router("order")
+router.readiness = {
+    "database": lambda: context().store.ping(),
+    "redis": lambda: context().redis.ping(),
+    "public_key": lambda: _loads(context().verifier.public_key),
+}
+
+
+@router.route("POST", "/orders")
+def place_order(request: Request) -> Response:
+    ctx = context()
+    claims = ctx.verifier.from_header(request.headers.get("Authorization"))
+    wanted = validation.order_request(read_json(request, ctx.settings.max_body_bytes))
+    key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
+    placed = ctx.orders.place(claims.subject, wanted.sku, wanted.quantity, key)
+    headers = {"Cache-Control": "no-store"}
+    if placed.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(placed.order.to_public(), 201, headers)
+
+
+@router.route("GET", "/orders")
+def list_orders(request: Request) -> Response:
+    ctx = context()
+    claims = ctx.verifier.from_header(request.headers.get("Authorization"))
+    orders = [order.to_public() for order in ctx.orders.orders_of(claims.subject)]
+    return json_response({"orders": orders}, 200, {"Cache-Control": "no-store"})
+
+
+@functions_framework.http
+def order(request: Request) -> Response:
+    return router.dispatch(request)

@@ -1,0 +1,71 @@
+"""Registering and logging in: bcrypt hashes, constant-shape failures."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TypeVar
+
+import bcrypt
+
+from shared.errors import InvalidCredentials
+from shared.ratelimit import LoginLimiter
+from shared.store.base import Store
+from shared.tokens import TokenSigner
+from shared.validation import Credentials
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Session:
+    access_token: str
+    expires_in: int
+
+    def to_public(self) -> dict[str, object]:
+        return {"access_token": self.access_token, "token_type": "Bearer", "expires_in": self.expires_in}
+
+
+class Accounts:
+    def __init__(self, store: Store, signer: TokenSigner, limiter: LoginLimiter, bcrypt_rounds: int) -> None:
+        self.store = store
+        self.signer = signer
+        self.limiter = limiter
+        self.rounds = bcrypt_rounds
+        self.observe_hash: list[Callable[[float], None]] = []  # seconds per bcrypt call, for metrics
+
+    @cached_property
+    def _dummy_hash(self) -> bytes:
+        # Checked for unknown emails so that "no such user" costs as much as
+        # "wrong password": the answer's timing does not reveal who has an account.
+        return bcrypt.hashpw(b"flashsale-dummy-password", bcrypt.gensalt(self.rounds))
+
+    def hash_password(self, password: str) -> bytes:
+        return self._timed(lambda: bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(self.rounds)))
+
+    def register(self, credentials: Credentials) -> dict[str, str]:
+        user = self.store.create_user(credentials.email, self.hash_password(credentials.password))
+        log.info("user registered", extra={"user_id": user.user_id})
+        return {"user_id": user.user_id, "email": user.email}
+
+    def login(self, credentials: Credentials, address: str) -> Session:
+        self.limiter.check(credentials.email, address)
+        user = self.store.get_user_by_email(credentials.email)
+        stored = user.password_hash if user is not None else self._dummy_hash
+        matches = self._timed(lambda: bcrypt.checkpw(credentials.password.encode("utf-8"), stored))
+        if user is None or not matches:
+            raise InvalidCredentials()
+        token, ttl = self.signer.issue(user.user_id, user.email)
+        return Session(token, ttl)
+
+    def _timed(self, work: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            for observe in self.observe_hash:
+                observe(time.perf_counter() - started)

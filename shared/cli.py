@@ -1,0 +1,241 @@
+"""``flashsale``: the operator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared import validation
+from shared.errors import FlashsaleError
+from shared.gate import Gate
+from shared.redisconn import RedisConn, RedisDown
+from shared.settings import Settings, get_settings
+from shared.stock import StockCache
+from shared.store import open_store
+from shared.tokens import TokenSigner, generate_keypair
+
+
+def _datetime(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def progress(done: int, total: int, started: float, label: str) -> None:
+    if not sys.stderr.isatty() and done not in (total,) and done % max(1, total // 10):
+        return
+    width = 30
+    filled = int(width * done / max(1, total))
+    rate = done / max(1e-9, time.monotonic() - started)
+    end = "\n" if done >= total else ""
+    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ({rate:,.0f}/s){end}")
+    sys.stderr.flush()
+
+
+# commands ------------------------------------------------------------------
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    directory = Path(args.dir or Path(settings.jwt_private_key_file).parent)
+    if (directory / "signing.pem").exists() and not args.rotate:
+        print(f"keys already in {directory} (use --rotate for new ones)")
+        return 0
+    private, public = generate_keypair(directory)
+    print(f"wrote {private} and {public}")
+    return 0
+
+
+def cmd_sale_create(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    sale = store.create_sale(
+        validation.sku(args.sku), args.stock, args.per_user_limit, _datetime(args.starts_at) if args.starts_at else None
+    )
+    _refresh_redis(settings, store, sale.sku)
+    print(f"sale {sale.sku}: {sale.total} units, {sale.per_user_limit} per buyer, starts {sale.starts_at or 'now'}")
+    return 0
+
+
+def cmd_sale_status(args: argparse.Namespace, settings: Settings) -> int:
+    stats = open_store(settings).sale_stats(args.sku)
+    report = stats.to_public()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:>20}: {value}")
+    return 0 if stats.invariants_hold else 3
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    report = store.reconcile(args.sku, grace_seconds=args.grace)
+    epoch = _refresh_redis(settings, store, args.sku)
+    print(
+        json.dumps(
+            {
+                "sku": args.sku,
+                "released_tickets": len(report.released_tickets),
+                "corrected_buyers": report.corrected_buyers,
+                "gate_rebuilt": epoch is not None,
+                **report.stats.to_public(),
+            },
+            indent=2,
+        )
+    )
+    return 0 if report.stats.invariants_hold else 3
+
+
+def _refresh_redis(settings: Settings, store: Any, sku: str) -> str | None:
+    """Rebuild the gate and drop the cached stock so Redis matches the database."""
+    redis = RedisConn(settings)
+    try:
+        epoch = Gate(redis).rebuild(store, sku)
+        StockCache(store, redis, settings.stock_cache_ttl_seconds).forget(sku)
+        return epoch
+    except RedisDown:
+        print("redis did not answer: the gate is rebuilt by the first buyer once it is back", file=sys.stderr)
+        return None
+
+
+def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    import bcrypt
+
+    store = open_store(settings)
+    signer = TokenSigner(settings)
+    emails = [f"{args.prefix}{i:06d}@loadtest.flashsale.dev" for i in range(args.count)]
+    password = args.password
+    # One hash for every load-test account: each is a real account that can log
+    # in, without spending N bcrypt rounds up front.
+    password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(settings.bcrypt_rounds))
+    started = time.monotonic()
+    users = []
+    for start in range(0, len(emails), 1000):
+        users.extend(store.ensure_users(emails[start : start + 1000], password_hash))
+        progress(len(users), len(emails), started, "users ")
+    started = time.monotonic()
+    tokens = []
+    for i, user in enumerate(users, 1):
+        token, _ = signer.issue(user.user_id, user.email, ttl_seconds=args.ttl)
+        tokens.append({"user_id": user.user_id, "email": user.email, "access_token": token})
+        if i % 500 == 0 or i == len(users):
+            progress(i, len(users), started, "tokens")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(tokens))
+    if args.users_out:
+        Path(args.users_out).write_text(json.dumps([{"email": e, "password": password} for e in emails]))
+    print(f"{len(tokens)} tokens in {args.out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.devstack import DEFAULT_PORTS, RedisServer, Stack, ensure_keys
+
+    ensure_keys(Path(settings.jwt_private_key_file).parent)
+    redis = None
+    redis_url = settings.redis_url
+    if not args.redis_url_given:
+        redis = RedisServer(port=args.redis_port).start()
+        redis_url = redis.url
+    env = {"REDIS_URL": redis_url}
+    functions = tuple(args.functions.split(","))
+    stack = Stack(env=env, ports=dict(DEFAULT_PORTS), functions=functions)
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        stack.start()
+        print(f"redis       {redis_url}")
+        for function in functions:
+            print(f"{function:<11} {stack.url(function)}")
+        print("Ctrl-C stops everything.")
+        while not stopping:
+            for function, process in stack.processes.items():
+                if process.poll() is not None:
+                    print(f"{function} exited with {process.returncode}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        if redis is not None:
+            redis.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.demo import run_demo
+
+    return run_demo(buyers=args.buyers, stock=args.stock, workdir=Path(args.workdir))
+
+
+# parser --------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="flashsale", description="Operate a flashsale deployment.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    keys = sub.add_parser("keys", help="create the token signing key pair")
+    keys.add_argument("--dir", help="where to write signing.pem and signing.pub.pem (default: beside JWT_PRIVATE_KEY_FILE)")
+    keys.add_argument("--rotate", action="store_true", help="replace existing keys")
+    keys.set_defaults(run=cmd_keys)
+
+    sale = sub.add_parser("sale", help="create a sale or see how it goes")
+    sale_sub = sale.add_subparsers(dest="sale_command", required=True)
+    create = sale_sub.add_parser("create", help="open a sale of N units of a sku")
+    create.add_argument("--sku", required=True)
+    create.add_argument("--stock", type=int, required=True)
+    create.add_argument("--per-user-limit", type=int, default=1)
+    create.add_argument("--starts-at", help="ISO 8601 time the sale opens (default: now)")
+    create.set_defaults(run=cmd_sale_create)
+    status = sale_sub.add_parser("status", help="sold, orders, buyers, and whether the invariants hold")
+    status.add_argument("--sku", required=True)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=cmd_sale_status)
+
+    reconcile = sub.add_parser("reconcile", help="give back orphaned units and rebuild the Redis gate and cache")
+    reconcile.add_argument("--sku", required=True)
+    reconcile.add_argument("--grace", type=float, default=2.0, help="seconds an orphan must stay orphaned (in-flight orders)")
+    reconcile.set_defaults(run=cmd_reconcile)
+
+    tokens = sub.add_parser("tokens", help="create load-test users and mint their tokens")
+    tokens.add_argument("--count", type=int, required=True)
+    tokens.add_argument("--out", required=True)
+    tokens.add_argument("--users-out", help="also write their emails and password (for login tests)")
+    tokens.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds")
+    tokens.add_argument("--prefix", default="buyer")
+    tokens.add_argument("--password", default="load-test-password")
+    tokens.set_defaults(run=cmd_tokens)
+
+    run = sub.add_parser("run", help="run redis-server and the functions locally (Ctrl-C stops)")
+    run.add_argument("--functions", default="auth,stock,order")
+    run.add_argument("--redis-port", type=int, default=6390)
+    run.set_defaults(run=cmd_run)
+
+    demo = sub.add_parser("demo", help="run a small flash sale end to end and print the verdict")
+    demo.add_argument("--buyers", type=int, default=300)
+    demo.add_argument("--stock", type=int, default=100)
+    demo.add_argument("--workdir", default="var/demo")
+    demo.set_defaults(run=cmd_demo)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = get_settings()
+    args.redis_url_given = Settings.is_set("REDIS_URL")
+    try:
+        return int(args.run(args, settings))
+    except FlashsaleError as exc:
+        print(f"flashsale: {exc.detail}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

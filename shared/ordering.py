@@ -1,0 +1,179 @@
+"""Placing an order: the request path of the place-order function.
+
+Cheapest refusal first. A worker that has seen the sale sold out answers from
+memory; otherwise the Redis gate turns away the crowd in one round trip; only
+admitted buyers reach the database, which decides for real. Losing Redis costs
+speed (every buyer goes to the database), never correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from shared.errors import LimitReached, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
+from shared.events import EventEmitter, order_placed_event
+from shared.gate import Gate
+from shared.models import Order, PlacedOrder, Sale, request_fingerprint, utcnow
+from shared.redisconn import RedisDown
+from shared.stock import StockCache
+from shared.store.base import Store
+
+log = logging.getLogger(__name__)
+
+SALE_CACHE_SECONDS = 1.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    placed: PlacedOrder | None
+    outcome: str  # confirmed | idempotent_replay | sold_out | limit_reached | sale_not_started | unavailable
+
+
+class OrderDesk:
+    def __init__(
+        self,
+        store: Store,
+        gate: Gate,
+        stock: StockCache,
+        emitter: EventEmitter,
+        *,
+        sold_out_memo_seconds: float,
+    ) -> None:
+        self.store = store
+        self.gate = gate
+        self.stock = stock
+        self.emitter = emitter
+        self.memo_seconds = sold_out_memo_seconds
+        self._sold_out_until: dict[str, float] = {}
+        self._sales: dict[str, tuple[float, Sale | None]] = {}
+        self._lock = threading.Lock()
+        self.observers: list[Callable[[str, str], None]] = []  # (sku, outcome) for metrics
+
+    # what a worker remembers -------------------------------------------
+    def sale(self, sku: str) -> Sale:
+        now = time.monotonic()
+        cached = self._sales.get(sku)
+        if cached is None or cached[0] <= now:
+            sale = self.store.get_sale(sku)
+            with self._lock:
+                if len(self._sales) > 10_000:  # unknown skus from a client must not grow memory forever
+                    self._sales.clear()
+                self._sales[sku] = (now + SALE_CACHE_SECONDS, sale)
+            cached = self._sales[sku]
+        if cached[1] is None:
+            raise UnknownSku(f"no sale for sku {sku!r}")
+        return cached[1]
+
+    def remembers_sold_out(self, sku: str) -> bool:
+        return self._sold_out_until.get(sku, 0.0) > time.monotonic()
+
+    def remember_sold_out(self, sale: Sale) -> None:
+        first = not self.remembers_sold_out(sale.sku)
+        self._sold_out_until[sale.sku] = time.monotonic() + self.memo_seconds
+        if first:
+            self.stock.mark_sold_out(sale.sku, sale.total)
+
+    # the request path ----------------------------------------------------
+    def place(self, user_id: str, sku: str, quantity: int, idempotency_key: str | None) -> PlacedOrder:
+        outcome = "unavailable"
+        try:
+            placed = self._place(user_id, sku, quantity, idempotency_key)
+            outcome = "idempotent_replay" if placed.replayed else "confirmed"
+            return placed
+        except SoldOut:
+            outcome = "sold_out"
+            raise
+        except LimitReached:
+            outcome = "limit_reached"
+            raise
+        except SaleNotStarted:
+            outcome = "sale_not_started"
+            raise
+        except UnknownSku:
+            outcome = "unknown_sku"
+            raise
+        finally:
+            for observe in self.observers:
+                observe(sku, outcome)
+
+    def _place(self, user_id: str, sku: str, quantity: int, idempotency_key: str | None) -> PlacedOrder:
+        fingerprint = request_fingerprint(sku, quantity)
+        if idempotency_key is not None:
+            # Before any shortcut: a buyer retrying a confirmed order gets it
+            # back even after the sale sold out.
+            earlier = self._guard(lambda: self.store.find_order_by_key(user_id, idempotency_key))
+            if earlier is not None:
+                return self._guard(
+                    lambda: self.store.place_order(sku, user_id, quantity, idempotency_key=idempotency_key, request_hash=fingerprint)
+                )
+        sale = self._guard(lambda: self.sale(sku))
+        if not sale.started(utcnow()):
+            raise SaleNotStarted(f"the sale starts at {sale.starts_at.isoformat() if sale.starts_at else 'soon'}")
+        if quantity > sale.per_user_limit:
+            raise LimitReached(f"this sale allows {sale.per_user_limit} per buyer")
+        if self.remembers_sold_out(sku):
+            raise SoldOut()
+        epoch = self._admit(sale, user_id, quantity)
+        try:
+            placed = self.store.place_order(sku, user_id, quantity, idempotency_key=idempotency_key, request_hash=fingerprint)
+        except SoldOut:
+            self._gate(lambda e: self.gate.close(sku, e), epoch)
+            self.remember_sold_out(sale)
+            raise
+        except LimitReached:
+            self._gate(lambda e: self.gate.release(sku, user_id, quantity, e, units_after=sale.per_user_limit), epoch)
+            raise
+        except StoreError as exc:
+            self._gate(lambda e: self.gate.release(sku, user_id, quantity, e), epoch)
+            raise Unavailable("the database is unavailable; try again shortly") from exc
+        except Exception:
+            self._gate(lambda e: self.gate.release(sku, user_id, quantity, e), epoch)
+            raise
+        if placed.replayed:
+            self._gate(lambda e: self.gate.release(sku, user_id, quantity, e), epoch)
+        else:
+            self.emitter.emit(order_placed_event(placed.order, sale.total))
+        return placed
+
+    def _admit(self, sale: Sale, user_id: str, quantity: int) -> str | None:
+        """The gate's epoch if it admitted the buyer; None when the database must decide alone."""
+        try:
+            admission = self.gate.admit(sale.sku, user_id, quantity)
+            if admission.verdict == "cold":
+                if self.gate.try_rebuild(self.store, sale.sku) is None:
+                    return None  # another worker is rebuilding; the database decides meanwhile
+                admission = self.gate.admit(sale.sku, user_id, quantity)
+        except RedisDown:
+            return None
+        if admission.verdict == "sold_out":
+            self.remember_sold_out(sale)
+            raise SoldOut()
+        if admission.verdict == "limit_reached":
+            raise LimitReached(f"this sale allows {sale.per_user_limit} per buyer")
+        if admission.verdict != "admitted":
+            return None
+        return admission.epoch
+
+    def _gate(self, change: Callable[[str], object], epoch: str | None) -> None:
+        if epoch is None:
+            return
+        try:
+            change(epoch)
+        except RedisDown:
+            pass  # the gate is rebuilt from the database when Redis is back
+
+    @staticmethod
+    def _guard(read: Callable[[], T]) -> T:
+        try:
+            return read()
+        except StoreError as exc:
+            raise Unavailable("the database is unavailable; try again shortly") from exc
+
+    def orders_of(self, user_id: str) -> list[Order]:
+        return self._guard(lambda: self.store.list_orders(user_id))

@@ -1,0 +1,90 @@
+"""Serve one function under gunicorn, as its container does: ``python -m shared.serving [FUNCTION]``.
+
+Worker choices, per function:
+- auth burns CPU in bcrypt (which releases the GIL): gthread with one worker
+  per CPU and one thread each, so a pod hashes at most as many passwords as it
+  has CPUs and further logins wait in the queue instead of slowing all of them.
+- stock and order wait on Redis and the database: gevent, one worker per CPU,
+  10,000 connections each, so a burst of buyers queues inside the worker (where
+  the gate answers most of them in microseconds) rather than in the kernel's
+  accept queue. Measured on an empty function with 10,000 connections at once:
+  gevent with 10,000 worker connections had p99 1.8 s, with the default 1,000
+  6.3 s, gthread 2x32 5.6 s.
+- events is light: gthread, one worker, four threads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.settings import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"auth": "auth", "stock": "stock", "order": "order", "events": "order_placed"}
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    worker_class: str
+    workers: int
+    threads: int
+    worker_connections: int
+
+
+def cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def worker_plan(function: str, settings: Settings) -> WorkerPlan:
+    workers = settings.workers or cpus()
+    if function in {"stock", "order"}:
+        return WorkerPlan("gevent", workers, 1, settings.worker_connections)
+    if function == "events":
+        return WorkerPlan("gthread", settings.workers or 1, settings.threads or 4, 0)
+    return WorkerPlan("gthread", workers, settings.threads or 1, 0)
+
+
+def gunicorn_argv(function: str, settings: Settings, *, host: str = "0.0.0.0", port: int | None = None) -> list[str]:
+    if function not in TARGETS:
+        raise SystemExit(f"FUNCTION must be one of {', '.join(TARGETS)}; got {function!r}")
+    plan = worker_plan(function, settings)
+    source = ROOT / "functions" / function / "main.py"
+    app = f'functions_framework:create_app(target="{TARGETS[function]}", source="{source}")'
+    argv = [
+        "gunicorn",
+        "--bind", f"{host}:{port or settings.port}",
+        "--worker-class", plan.worker_class,
+        "--workers", str(plan.workers),
+        "--backlog", "4096",
+        "--timeout", "30",
+        "--graceful-timeout", "10",
+        "--keep-alive", "5",
+        "--name", f"flashsale-{function}",
+        "--chdir", str(ROOT),
+    ]  # fmt: skip
+    if plan.worker_class == "gevent":
+        argv += ["--worker-connections", str(plan.worker_connections)]
+    else:
+        argv += ["--threads", str(plan.threads)]
+    if settings.access_log:
+        argv += ["--access-logfile", "-"]
+    return [*argv, app]
+
+
+def main() -> None:
+    settings = get_settings()
+    function = sys.argv[1] if len(sys.argv) > 1 else settings.function
+    argv = gunicorn_argv(function, settings)
+    executable = shutil.which("gunicorn", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if executable is None:
+        raise SystemExit("gunicorn is not installed")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.execv(executable, argv)
+
+
+if __name__ == "__main__":
+    main()

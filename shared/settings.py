@@ -1,0 +1,158 @@
+"""The one place flashsale reads its configuration from the environment.
+
+Every other module takes a :class:`Settings`; nothing else reads ``os.environ``.
+The README's configuration table is checked against :data:`FIELDS` by a test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import Any
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+@dataclass(frozen=True)
+class Field:
+    env: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+FIELDS: dict[str, Field] = {
+    "function": Field("FUNCTION", "", str, "Which function this process serves: auth, stock, order or events."),
+    "port": Field("PORT", 8080, int, "Port the function listens on (Knative sets it)."),
+    "database_url": Field(
+        "DATABASE_URL",
+        "sqlite:///var/flashsale.db",
+        str,
+        "`sqlite:///path` (embedded default) or a `mongodb://` / `mongodb+srv://` URI (production).",
+    ),
+    "mongodb_database": Field("MONGODB_DATABASE", "flashsale", str, "Database name inside MongoDB."),
+    "redis_url": Field("REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis for the admission gate, stock cache and rate limits."),
+    "redis_timeout_seconds": Field("REDIS_TIMEOUT_SECONDS", 0.5, float, "Socket timeout for Redis calls; past it Redis counts as down."),
+    "redis_retry_after_seconds": Field(
+        "REDIS_RETRY_AFTER_SECONDS", 2.0, float, "After a Redis error, go straight to the database for this long."
+    ),
+    "bcrypt_rounds": Field("BCRYPT_ROUNDS", 12, int, "bcrypt cost factor for password hashes (4-31)."),
+    "token_ttl_seconds": Field("TOKEN_TTL_SECONDS", 900, int, "Lifetime of an access token."),
+    "jwt_private_key_file": Field("JWT_PRIVATE_KEY_FILE", "var/keys/signing.pem", str, "Ed25519 signing key (PEM). Only auth needs it."),
+    "jwt_public_key_file": Field("JWT_PUBLIC_KEY_FILE", "var/keys/signing.pub.pem", str, "Ed25519 public key (PEM) used to verify tokens."),
+    "jwt_issuer": Field("JWT_ISSUER", "flashsale", str, "`iss` claim written and required."),
+    "jwt_audience": Field("JWT_AUDIENCE", "flashsale", str, "`aud` claim written and required."),
+    "stock_cache_ttl_seconds": Field(
+        "STOCK_CACHE_TTL_SECONDS", 1.0, float, "How stale a stock answer may be (Redis and in-process caches, and Cache-Control)."
+    ),
+    "sold_out_memo_seconds": Field(
+        "SOLD_OUT_MEMO_SECONDS", 1.0, float, "How long a worker answers `sold_out` from memory before asking Redis again."
+    ),
+    "login_rate_per_account": Field("LOGIN_RATE_PER_ACCOUNT", 10, int, "Login attempts per account per window (0 disables)."),
+    "login_rate_per_address": Field("LOGIN_RATE_PER_ADDRESS", 100, int, "Login attempts per client address per window (0 disables)."),
+    "login_rate_window_seconds": Field("LOGIN_RATE_WINDOW_SECONDS", 60, int, "Window of the login rate limits."),
+    "trusted_proxies": Field("TRUSTED_PROXIES", 0, int, "How many `X-Forwarded-For` hops to trust when finding the client address."),
+    "max_body_bytes": Field("MAX_BODY_BYTES", 16384, int, "Largest request body accepted (413 above)."),
+    "k_sink": Field("K_SINK", "", str, "Where `order.placed` CloudEvents go (Knative's SinkBinding sets it); empty disables."),
+    "log_level": Field("LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR."),
+    "log_format": Field("LOG_FORMAT", "json", str, "`json` (one object a line) or `text` for a person at a terminal."),
+    "workers": Field("WORKERS", 0, int, "gunicorn worker processes; 0 picks the function's default (one per CPU)."),
+    "threads": Field("THREADS", 0, int, "Threads per gthread worker (auth, events); 0 picks the default."),
+    "worker_connections": Field(
+        "WORKER_CONNECTIONS", 10000, int, "Connections per gevent worker (stock, order): a burst queues here, not in the kernel."
+    ),
+    "access_log": Field("ACCESS_LOG", False, _bool, "Also write gunicorn's access log."),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    function: str
+    port: int
+    database_url: str
+    mongodb_database: str
+    redis_url: str
+    redis_timeout_seconds: float
+    redis_retry_after_seconds: float
+    bcrypt_rounds: int
+    token_ttl_seconds: int
+    jwt_private_key_file: str
+    jwt_public_key_file: str
+    jwt_issuer: str
+    jwt_audience: str
+    stock_cache_ttl_seconds: float
+    sold_out_memo_seconds: float
+    login_rate_per_account: int
+    login_rate_per_address: int
+    login_rate_window_seconds: int
+    trusted_proxies: int
+    max_body_bytes: int
+    k_sink: str
+    log_level: str
+    log_format: str
+    workers: int
+    threads: int
+    worker_connections: int
+    access_log: bool
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, spec in FIELDS.items():
+            raw = env.get(spec.env)
+            if raw is None or raw == "":
+                values[name] = spec.default
+                continue
+            try:
+                values[name] = spec.parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{spec.env}={raw!r}: {exc}") from exc
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    @staticmethod
+    def is_set(env_name: str, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether the operator set a variable (not just its default)."""
+        return bool((os.environ if environ is None else environ).get(env_name))
+
+    @classmethod
+    def env_names(cls) -> frozenset[str]:
+        return frozenset(spec.env for spec in FIELDS.values())
+
+    def validate(self) -> None:
+        if not 4 <= self.bcrypt_rounds <= 31:
+            raise ValueError("BCRYPT_ROUNDS must be between 4 and 31")
+        if self.token_ttl_seconds <= 0:
+            raise ValueError("TOKEN_TTL_SECONDS must be positive")
+        if self.max_body_bytes < 256:
+            raise ValueError("MAX_BODY_BYTES must be at least 256")
+        if self.log_format not in {"json", "text"}:
+            raise ValueError("LOG_FORMAT must be json or text")
+        if self.stock_cache_ttl_seconds <= 0:
+            raise ValueError("STOCK_CACHE_TTL_SECONDS must be positive")
+
+    def replace(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    @property
+    def uses_mongodb(self) -> bool:
+        return self.database_url.startswith(("mongodb://", "mongodb+srv://"))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings.from_env()

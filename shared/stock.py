@@ -1,0 +1,94 @@
+"""Stock reads: in-process, then Redis, then the database.
+
+Every cached answer carries the moment it was read from the database and
+expires ``stock_cache_ttl_seconds`` after it, in every layer: the in-process
+copy takes the Redis key's remaining time, not a fresh one, so a "still
+available" answer is never older than one TTL, however many layers it passed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from shared.errors import UnknownSku
+from shared.models import StockLevel
+from shared.redisconn import RedisConn, RedisDown
+from shared.store.base import Store
+
+
+def stock_key(sku: str) -> str:
+    return f"fs:{{{sku}}}:stock"
+
+
+@dataclass(frozen=True)
+class StockRead:
+    level: StockLevel
+    source: str  # local | redis | database
+    fresh_for: float  # seconds this answer may still be served
+
+
+class StockCache:
+    def __init__(self, store: Store, redis: RedisConn, ttl_seconds: float) -> None:
+        self.store = store
+        self.redis = redis
+        self.ttl = ttl_seconds
+        self._local: dict[str, tuple[float, StockLevel | None]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, sku: str) -> StockRead:
+        now = time.monotonic()
+        cached = self._local.get(sku)
+        if cached is not None and cached[0] > now:
+            return StockRead(self._known(sku, cached[1]), "local", cached[0] - now)
+        try:
+            raw, pttl = self.redis.call(lambda c: c.pipeline(transaction=False).get(stock_key(sku)).pttl(stock_key(sku)).execute())
+        except RedisDown:
+            raw, pttl = None, -2
+        if raw is not None and pttl > 0:
+            level = self._decode(sku, raw)
+            self._remember(sku, level, pttl / 1000)
+            return StockRead(self._known(sku, level), "redis", pttl / 1000)
+        level = self.store.stock_level(sku)
+        self.put(sku, level)
+        return StockRead(self._known(sku, level), "database", self.ttl)
+
+    def put(self, sku: str, level: StockLevel | None) -> None:
+        """Cache a database answer (``None``: the sku has no sale) for one TTL."""
+        payload = json.dumps({"total": level.total, "available": level.available} if level else {"unknown": True})
+        self._remember(sku, level, self.ttl)
+        try:
+            self.redis.call(lambda c: c.set(stock_key(sku), payload, px=int(self.ttl * 1000)))
+        except RedisDown:
+            pass
+
+    def mark_sold_out(self, sku: str, total: int) -> None:
+        """The order path learned the sale is sold out: say so at once, not after the TTL."""
+        self.put(sku, StockLevel(sku, total, 0))
+
+    def forget(self, sku: str) -> None:
+        with self._lock:
+            self._local.pop(sku, None)
+        try:
+            self.redis.call(lambda c: c.delete(stock_key(sku)))
+        except RedisDown:
+            pass
+
+    def _remember(self, sku: str, level: StockLevel | None, seconds: float) -> None:
+        with self._lock:
+            self._local[sku] = (time.monotonic() + seconds, level)
+
+    @staticmethod
+    def _decode(sku: str, raw: bytes | str) -> StockLevel | None:
+        data = json.loads(raw)
+        if data.get("unknown"):
+            return None
+        return StockLevel(sku, int(data["total"]), int(data["available"]))
+
+    @staticmethod
+    def _known(sku: str, level: StockLevel | None) -> StockLevel:
+        if level is None:
+            raise UnknownSku(f"no sale for sku {sku!r}")
+        return level

@@ -1,0 +1,480 @@
+"""The production store: MongoDB through pymongo.
+
+No multi-document transaction is used. An order is four named atomic steps,
+each a single-document conditional update, and each undone by the next step's
+failure:
+
+1. ``claim_buyer_units``: the buyer's count, upserted only while under the
+   limit; a unique (sku, user_id) index turns a second racer's upsert into a
+   duplicate-key error, so the limit holds under any interleaving.
+2. ``reserve_unit``: pop the lowest returned ticket, or take the next fresh one
+   while ``remaining > 0`` (a conditional ``$inc``: stock never goes below zero).
+3. ``confirm_order``: insert the order; a unique index on ``idem`` (the buyer's
+   Idempotency-Key, or the order id) makes a concurrent replay lose cleanly.
+4. on any failure, ``release_ticket`` and ``release_buyer_units`` give back
+   what was taken. A process killed between steps leaves orphaned units, which
+   ``reconcile`` returns.
+
+Sale settings change by versioned compare-and-set with jittered retries.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, MongoClient, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from shared.errors import (
+    ConcurrentUpdate,
+    EmailTaken,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    LimitReached,
+    NotFound,
+    SaleExists,
+    SoldOut,
+    StoreError,
+    UnknownSku,
+)
+from shared.models import Order, PlacedOrder, ReconcileReport, Sale, SaleStats, StockLevel, User, to_millis, utcnow
+from shared.store.tickets import orphaned_tickets
+
+Doc = dict[str, Any]
+CAS_ATTEMPTS = 6
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _backoff(attempt: int) -> None:
+    # Full jitter: spreads racers apart instead of retrying in lockstep.
+    time.sleep(random.uniform(0, 0.005 * 2**attempt))
+
+
+class MongoStore:
+    def __init__(self, database: Database[Doc], client: Any = None) -> None:
+        self._client = client
+        self.db = database
+        self.users: Collection[Doc] = database["users"]
+        self.sales: Collection[Doc] = database["sales"]
+        self.orders: Collection[Doc] = database["orders"]
+        self.buyers: Collection[Doc] = database["buyers"]
+        self._ensure_indexes()
+
+    @classmethod
+    def from_url(cls, url: str, database: str, *, timeout_ms: int = 2000) -> MongoStore:
+        client: MongoClient[Doc] = MongoClient(
+            url, serverSelectionTimeoutMS=timeout_ms, retryWrites=True, tz_aware=True, uuidRepresentation="standard"
+        )
+        # Majority: a confirmed order survives the loss of the primary.
+        db = client.get_database(database, write_concern=WriteConcern("majority"), read_concern=ReadConcern("majority"))
+        return cls(db, client)
+
+    def _ensure_indexes(self) -> None:
+        try:
+            self.users.create_index([("email", ASCENDING)], unique=True)
+            self.orders.create_index([("idem", ASCENDING)], unique=True)
+            self.orders.create_index([("user_id", ASCENDING), ("created_at", ASCENDING)])
+            self.orders.create_index([("sku", ASCENDING), ("status", ASCENDING)])
+            self.buyers.create_index([("sku", ASCENDING), ("user_id", ASCENDING)], unique=True)
+        except PyMongoError as exc:
+            raise StoreError(f"cannot prepare MongoDB: {exc}") from exc
+
+    def ping(self) -> None:
+        try:
+            self.db.command("ping")
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # users ------------------------------------------------------------
+    @staticmethod
+    def _user(doc: Doc) -> User:
+        return User(doc["_id"], doc["email"], bytes(doc["password_hash"]), _aware(doc["created_at"]) or utcnow())
+
+    def create_user(self, email: str, password_hash: bytes) -> User:
+        user = User(uuid.uuid4().hex, email, password_hash, utcnow())
+        try:
+            self.users.insert_one({"_id": user.user_id, "email": email, "password_hash": password_hash, "created_at": user.created_at})
+        except DuplicateKeyError as exc:
+            raise EmailTaken() from exc
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return user
+
+    def ensure_users(self, emails: Iterable[str], password_hash: bytes) -> list[User]:
+        wanted = list(emails)
+        try:
+            known = {d["email"]: self._user(d) for d in self.users.find({"email": {"$in": wanted}})}
+            now = utcnow()
+            missing = [e for e in wanted if e not in known]
+            if missing:
+                docs = [{"_id": uuid.uuid4().hex, "email": e, "password_hash": password_hash, "created_at": now} for e in missing]
+                try:
+                    self.users.insert_many(docs, ordered=False)
+                except DuplicateKeyError:
+                    pass
+                known.update({d["email"]: self._user(d) for d in self.users.find({"email": {"$in": missing}})})
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return [known[e] for e in wanted]
+
+    def get_user_by_email(self, email: str) -> User | None:
+        try:
+            doc = self.users.find_one({"email": email})
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return None if doc is None else self._user(doc)
+
+    # sales ------------------------------------------------------------
+    @staticmethod
+    def _sale(doc: Doc) -> Sale:
+        return Sale(doc["_id"], doc["total"], doc["per_user_limit"], _aware(doc.get("starts_at")), doc["version"])
+
+    def create_sale(self, sku: str, total: int, per_user_limit: int, starts_at: datetime | None) -> Sale:
+        starts_at = to_millis(starts_at)
+        if total < 0 or per_user_limit < 1:
+            raise InvalidRequest("total must be >= 0 and per_user_limit >= 1")
+        try:
+            self.sales.insert_one(
+                {
+                    "_id": sku,
+                    "total": total,
+                    "per_user_limit": per_user_limit,
+                    "starts_at": starts_at,
+                    "issued": 0,
+                    "remaining": total,
+                    "free_tickets": [],
+                    "version": 1,
+                    "created_at": utcnow(),
+                }
+            )
+        except DuplicateKeyError as exc:
+            raise SaleExists(f"sku {sku!r} already has a sale") from exc
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return Sale(sku, total, per_user_limit, starts_at)
+
+    def get_sale(self, sku: str) -> Sale | None:
+        try:
+            doc = self.sales.find_one({"_id": sku}, {"free_tickets": 0})
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return None if doc is None else self._sale(doc)
+
+    def update_sale(
+        self,
+        sku: str,
+        *,
+        total: int | None = None,
+        per_user_limit: int | None = None,
+        starts_at: datetime | None = None,
+        clear_start: bool = False,
+    ) -> Sale:
+        starts_at = to_millis(starts_at)
+        for attempt in range(CAS_ATTEMPTS):
+            try:
+                doc = self.sales.find_one({"_id": sku}, {"free_tickets": 0})
+                if doc is None:
+                    raise UnknownSku(f"no sale for sku {sku!r}")
+                new_total = doc["total"] if total is None else total
+                if new_total < doc["issued"]:
+                    raise InvalidRequest("cannot shrink below tickets already issued; reconcile first")
+                changes: Doc = {
+                    "total": new_total,
+                    "remaining": new_total - doc["issued"],
+                    "per_user_limit": doc["per_user_limit"] if per_user_limit is None else per_user_limit,
+                    "starts_at": None if clear_start else (doc.get("starts_at") if starts_at is None else starts_at),
+                }
+                # Compare-and-set on the version read above: a reservation or
+                # another edit in between moves it, and we read again.
+                result = self.sales.update_one(
+                    {"_id": sku, "version": doc["version"], "issued": doc["issued"]},
+                    {"$set": changes, "$inc": {"version": 1}},
+                )
+            except PyMongoError as exc:
+                raise StoreError(str(exc)) from exc
+            if result.modified_count == 1:
+                return Sale(sku, changes["total"], changes["per_user_limit"], _aware(changes["starts_at"]), doc["version"] + 1)
+            _backoff(attempt)
+        raise ConcurrentUpdate(f"sale {sku!r} kept changing; try again")
+
+    def stock_level(self, sku: str) -> StockLevel | None:
+        try:
+            doc = self.sales.find_one({"_id": sku}, {"total": 1, "remaining": 1, "free_tickets": 1})
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        if doc is None:
+            return None
+        return StockLevel(sku, doc["total"], doc["remaining"] + len(doc.get("free_tickets") or []))
+
+    # the named atomic steps -------------------------------------------
+    def claim_buyer_units(self, sku: str, user_id: str, quantity: int, limit: int) -> None:
+        if quantity > limit:
+            raise LimitReached(f"this sale allows {limit} per buyer")
+        try:
+            self.buyers.update_one(
+                {"sku": sku, "user_id": user_id, "units": {"$lte": limit - quantity}},
+                {"$inc": {"units": quantity}},
+                upsert=True,
+            )
+        except DuplicateKeyError as exc:
+            raise LimitReached(f"this sale allows {limit} per buyer") from exc
+
+    def release_buyer_units(self, sku: str, user_id: str, quantity: int) -> None:
+        self.buyers.update_one({"sku": sku, "user_id": user_id, "units": {"$gte": quantity}}, {"$inc": {"units": -quantity}})
+
+    def reserve_unit(self, sku: str) -> int | None:
+        returned = self.sales.find_one_and_update(
+            {"_id": sku, "free_tickets.0": {"$exists": True}},
+            {"$pop": {"free_tickets": -1}},
+            projection={"free_tickets": {"$slice": 1}},
+            return_document=ReturnDocument.BEFORE,
+        )
+        if returned is not None:
+            return int(returned["free_tickets"][0])
+        fresh = self.sales.find_one_and_update(
+            {"_id": sku, "remaining": {"$gt": 0}},
+            {"$inc": {"remaining": -1, "issued": 1}},
+            projection={"issued": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if fresh is None else int(fresh["issued"])
+
+    def release_ticket(self, sku: str, tickets: Iterable[int]) -> None:
+        given_back = sorted(tickets)
+        if given_back:
+            self.sales.update_one({"_id": sku}, {"$push": {"free_tickets": {"$each": given_back, "$sort": 1}}})
+
+    def confirm_order(self, order: Order) -> None:
+        self.orders.insert_one(
+            {
+                "_id": order.order_id,
+                "idem": f"{order.user_id}\n{order.idempotency_key}" if order.idempotency_key else order.order_id,
+                "sku": order.sku,
+                "user_id": order.user_id,
+                "quantity": order.quantity,
+                "tickets": list(order.tickets),
+                "status": "confirmed",
+                "idempotency_key": order.idempotency_key,
+                "request_hash": order.request_hash,
+                "created_at": order.created_at,
+            }
+        )
+
+    # orders -----------------------------------------------------------
+    @staticmethod
+    def _order(doc: Doc) -> Order:
+        return Order(
+            order_id=doc["_id"],
+            sku=doc["sku"],
+            user_id=doc["user_id"],
+            quantity=doc["quantity"],
+            tickets=tuple(sorted(doc["tickets"])),
+            status=doc["status"],
+            created_at=_aware(doc["created_at"]) or utcnow(),
+            idempotency_key=doc.get("idempotency_key"),
+            request_hash=doc.get("request_hash"),
+        )
+
+    def find_order_by_key(self, user_id: str, idempotency_key: str) -> Order | None:
+        try:
+            doc = self.orders.find_one({"idem": f"{user_id}\n{idempotency_key}"})
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return None if doc is None else self._order(doc)
+
+    def _replay(self, user_id: str, key: str, request_hash: str | None) -> PlacedOrder | None:
+        earlier = self.find_order_by_key(user_id, key)
+        if earlier is None:
+            return None
+        if earlier.request_hash != request_hash:
+            raise IdempotencyKeyReused()
+        return PlacedOrder(earlier, replayed=True)
+
+    def place_order(
+        self,
+        sku: str,
+        user_id: str,
+        quantity: int,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> PlacedOrder:
+        if quantity < 1:
+            raise InvalidRequest("quantity must be at least 1")
+        if idempotency_key is not None:
+            replay = self._replay(user_id, idempotency_key, request_hash)
+            if replay is not None:
+                return replay
+        sale = self.get_sale(sku)
+        if sale is None:
+            raise UnknownSku(f"no sale for sku {sku!r}")
+        tickets: list[int] = []
+        claimed = False
+        try:
+            self.claim_buyer_units(sku, user_id, quantity, sale.per_user_limit)
+            claimed = True
+            for _ in range(quantity):
+                ticket = self.reserve_unit(sku)
+                if ticket is None:
+                    raise SoldOut()
+                tickets.append(ticket)
+            order = Order(
+                order_id=uuid.uuid4().hex,
+                sku=sku,
+                user_id=user_id,
+                quantity=quantity,
+                tickets=tuple(sorted(tickets)),
+                status="confirmed",
+                created_at=utcnow(),
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+            self.confirm_order(order)
+        except DuplicateKeyError as exc:
+            # A concurrent request with the same Idempotency-Key won the insert.
+            self._undo(sku, user_id, quantity, tickets, claimed)
+            replay = self._replay(user_id, idempotency_key, request_hash) if idempotency_key else None
+            if replay is None:
+                raise StoreError("order insert conflicted") from exc
+            return replay
+        except (SoldOut, LimitReached):
+            self._undo(sku, user_id, quantity, tickets, claimed)
+            raise
+        except PyMongoError as exc:
+            self._undo(sku, user_id, quantity, tickets, claimed)
+            raise StoreError(str(exc)) from exc
+        return PlacedOrder(order)
+
+    def _undo(self, sku: str, user_id: str, quantity: int, tickets: list[int], claimed: bool) -> None:
+        # Best effort: if MongoDB is gone too, reconcile returns what is left.
+        try:
+            self.release_ticket(sku, tickets)
+            if claimed:
+                self.release_buyer_units(sku, user_id, quantity)
+        except PyMongoError:
+            pass
+
+    def list_orders(self, user_id: str) -> list[Order]:
+        try:
+            return [self._order(d) for d in self.orders.find({"user_id": user_id}).sort("created_at", ASCENDING)]
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def cancel_order(self, order_id: str) -> Order:
+        try:
+            doc = self.orders.find_one_and_update(
+                {"_id": order_id, "status": "confirmed"},
+                {"$set": {"status": "cancelled"}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                existing = self.orders.find_one({"_id": order_id})
+                if existing is None:
+                    raise NotFound(f"no order {order_id!r}")
+                return self._order(existing)
+            order = self._order(doc)
+            self.release_ticket(order.sku, order.tickets)
+            self.release_buyer_units(order.sku, order.user_id, order.quantity)
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return order
+
+    def buyer_units(self, sku: str) -> dict[str, int]:
+        units: dict[str, int] = {}
+        try:
+            for doc in self.orders.find({"sku": sku, "status": "confirmed"}, {"user_id": 1, "quantity": 1}):
+                units[doc["user_id"]] = units.get(doc["user_id"], 0) + int(doc["quantity"])
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return units
+
+    def _snapshot(self, sku: str) -> tuple[Doc, list[Doc], dict[str, int]]:
+        try:
+            sale = self.sales.find_one({"_id": sku})
+            if sale is None:
+                raise UnknownSku(f"no sale for sku {sku!r}")
+            orders = list(self.orders.find({"sku": sku, "status": "confirmed"}, {"user_id": 1, "quantity": 1, "tickets": 1}))
+            counted = {d["user_id"]: int(d["units"]) for d in self.buyers.find({"sku": sku})}
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return sale, orders, counted
+
+    def sale_stats(self, sku: str) -> SaleStats:
+        sale, orders, _ = self._snapshot(sku)
+        return self._stats(sale, orders)
+
+    @staticmethod
+    def _stats(sale: Doc, orders: list[Doc]) -> SaleStats:
+        total = int(sale["total"])
+        per_buyer: dict[str, int] = {}
+        held: list[int] = []
+        for doc in orders:
+            per_buyer[doc["user_id"]] = per_buyer.get(doc["user_id"], 0) + int(doc["quantity"])
+            held.extend(int(t) for t in doc["tickets"])
+        sold = sum(per_buyer.values())
+        problems = () if len(held) == sold else (f"confirmed orders hold {sold} units but {len(held)} tickets",)
+        return SaleStats(
+            sku=sale["_id"],
+            total=total,
+            per_user_limit=int(sale["per_user_limit"]),
+            sold=sold,
+            orders=len(orders),
+            buyers=len(per_buyer),
+            max_units_per_buyer=max(per_buyer.values(), default=0),
+            issued=int(sale["issued"]),
+            free=len(sale.get("free_tickets") or []),
+            duplicate_tickets=len(held) - len(set(held)),
+            tickets_out_of_range=sum(1 for t in held if not 1 <= t <= total),
+            tickets_without_order=0,
+            problems=problems,
+        )
+
+    def _leaks(self, sku: str) -> tuple[set[int], dict[str, int]]:
+        sale, orders, counted = self._snapshot(sku)
+        held = {int(t) for d in orders for t in d["tickets"]}
+        orphans = orphaned_tickets(int(sale["issued"]), held, {int(t) for t in sale.get("free_tickets") or []})
+        confirmed: dict[str, int] = {}
+        for d in orders:
+            confirmed[d["user_id"]] = confirmed.get(d["user_id"], 0) + int(d["quantity"])
+        excess = {u: n - confirmed.get(u, 0) for u, n in counted.items() if n > confirmed.get(u, 0)}
+        return orphans, excess
+
+    def reconcile(self, sku: str, grace_seconds: float = 0.0) -> ReconcileReport:
+        orphans, excess = self._leaks(sku)
+        if grace_seconds > 0 and (orphans or excess):
+            time.sleep(grace_seconds)
+            later_orphans, later_excess = self._leaks(sku)
+            orphans &= later_orphans
+            excess = {u: min(n, later_excess[u]) for u, n in excess.items() if u in later_excess}
+        try:
+            # An orphan still unheld after the grace is nobody's: give it back.
+            still_held = {
+                int(t)
+                for d in self.orders.find({"sku": sku, "status": "confirmed", "tickets": {"$in": sorted(orphans)}})
+                for t in d["tickets"]
+            }
+            released = sorted(orphans - still_held)
+            self.release_ticket(sku, released)
+            for user_id, extra in excess.items():
+                self.release_buyer_units(sku, user_id, extra)
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return ReconcileReport(sku, tuple(released), len(excess), self.sale_stats(sku))

@@ -1,0 +1,489 @@
+"""The embedded store: one SQLite file shared by every process.
+
+WAL lets readers run beside the one writer; ``BEGIN IMMEDIATE`` takes the write
+lock before reading, so each order is reserved and confirmed in one
+serialised transaction: no interleaving of processes can oversell, and a crash
+rolls the whole order back.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.errors import (
+    EmailTaken,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    LimitReached,
+    NotFound,
+    SaleExists,
+    SoldOut,
+    StoreError,
+    UnknownSku,
+)
+from shared.models import Order, PlacedOrder, ReconcileReport, Sale, SaleStats, StockLevel, User, to_millis, utcnow
+from shared.store.tickets import orphaned_tickets
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    password_hash BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sales (
+    sku TEXT PRIMARY KEY,
+    total INTEGER NOT NULL CHECK (total >= 0),
+    per_user_limit INTEGER NOT NULL CHECK (per_user_limit >= 1),
+    starts_at REAL,
+    issued INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL,
+    CHECK (issued <= total)
+);
+CREATE TABLE IF NOT EXISTS free_tickets (
+    sku TEXT NOT NULL,
+    ticket INTEGER NOT NULL,
+    PRIMARY KEY (sku, ticket)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT PRIMARY KEY,
+    sku TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    quantity INTEGER NOT NULL CHECK (quantity >= 1),
+    status TEXT NOT NULL,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    created_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS orders_idempotency ON orders (user_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, created_at);
+CREATE INDEX IF NOT EXISTS orders_by_sku ON orders (sku, status);
+CREATE TABLE IF NOT EXISTS order_tickets (
+    sku TEXT NOT NULL,
+    ticket INTEGER NOT NULL,
+    order_id TEXT NOT NULL REFERENCES orders (order_id),
+    PRIMARY KEY (sku, ticket)
+);
+CREATE INDEX IF NOT EXISTS order_tickets_by_order ON order_tickets (order_id);
+CREATE TABLE IF NOT EXISTS buyers (
+    sku TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    units INTEGER NOT NULL CHECK (units >= 0),
+    PRIMARY KEY (sku, user_id)
+);
+"""
+
+
+def _ts(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    if value is None:
+        return None
+    # Stored as float seconds: round back to the millisecond it was written with.
+    return datetime.fromtimestamp(round(value, 3), UTC)
+
+
+class SqliteStore:
+    def __init__(self, path: str, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"not a sqlite URL: {url!r}")
+        return cls(url.removeprefix("sqlite:///") or ":memory:")
+
+    # connection -------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        # One connection per process (a forked worker opens its own); the lock
+        # keeps threads or greenlets of one process from sharing a transaction.
+        if self._conn is None or self._pid != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a confirmed order survives a power cut, not only a crash.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _migrate(self) -> None:
+        with self._lock:
+            try:
+                self._connection().executescript(SCHEMA)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the database: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database busy: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise StoreError(f"commit failed: {exc}") from exc
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    def ping(self) -> None:
+        with self._errors(), self._lock:
+            self._connection().execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    # users ------------------------------------------------------------
+    def create_user(self, email: str, password_hash: bytes) -> User:
+        user = User(uuid.uuid4().hex, email, password_hash, utcnow())
+        try:
+            with self._errors(), self._transaction() as conn:
+                conn.execute(
+                    "INSERT INTO users (user_id, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                    (user.user_id, user.email, user.password_hash, user.created_at.timestamp()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise EmailTaken() from exc
+        return user
+
+    def ensure_users(self, emails: Iterable[str], password_hash: bytes) -> list[User]:
+        wanted = list(emails)
+        now = time.time()
+        with self._errors(), self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO users (user_id, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                ((uuid.uuid4().hex, email, password_hash, now) for email in wanted),
+            )
+            found: dict[str, User] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT user_id, email, password_hash, created_at FROM users WHERE email IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                for row in rows:
+                    found[row[1]] = User(row[0], row[1], bytes(row[2]), _dt(row[3]) or utcnow())
+        return [found[email] for email in wanted]
+
+    def get_user_by_email(self, email: str) -> User | None:
+        with self._errors(), self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT user_id, email, password_hash, created_at FROM users WHERE email = ?", (email,))
+                .fetchone()
+            )
+        return None if row is None else User(row[0], row[1], bytes(row[2]), _dt(row[3]) or utcnow())
+
+    # sales ------------------------------------------------------------
+    def create_sale(self, sku: str, total: int, per_user_limit: int, starts_at: datetime | None) -> Sale:
+        starts_at = to_millis(starts_at)
+        try:
+            with self._errors(), self._transaction() as conn:
+                conn.execute(
+                    "INSERT INTO sales (sku, total, per_user_limit, starts_at, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (sku, total, per_user_limit, _ts(starts_at), time.time()),
+                )
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc) or "PRIMARY" in str(exc):
+                raise SaleExists(f"sku {sku!r} already has a sale") from exc
+            raise InvalidRequest(str(exc)) from exc
+        return Sale(sku, total, per_user_limit, starts_at)
+
+    @staticmethod
+    def _sale_row(conn: sqlite3.Connection, sku: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = conn.execute(
+            "SELECT sku, total, per_user_limit, starts_at, version, issued FROM sales WHERE sku = ?", (sku,)
+        ).fetchone()
+        return row
+
+    def get_sale(self, sku: str) -> Sale | None:
+        with self._errors(), self._lock:
+            row = self._sale_row(self._connection(), sku)
+        return None if row is None else Sale(row[0], row[1], row[2], _dt(row[3]), row[4])
+
+    def update_sale(
+        self,
+        sku: str,
+        *,
+        total: int | None = None,
+        per_user_limit: int | None = None,
+        starts_at: datetime | None = None,
+        clear_start: bool = False,
+    ) -> Sale:
+        starts_at = to_millis(starts_at)
+        # The write lock already serialises this read-modify-write, so the
+        # version check cannot fail here; it is kept so both stores share one
+        # contract (the version moves on every change).
+        with self._errors(), self._transaction() as conn:
+            row = self._sale_row(conn, sku)
+            if row is None:
+                raise UnknownSku(f"no sale for sku {sku!r}")
+            new_total = row[1] if total is None else total
+            if new_total < row[5] - self._free_count(conn, sku):
+                raise InvalidRequest(f"total {new_total} is below the units already sold")
+            if new_total < row[5]:
+                raise InvalidRequest("cannot shrink below tickets already issued; reconcile first")
+            new_limit = row[2] if per_user_limit is None else per_user_limit
+            new_start = None if clear_start else (_dt(row[3]) if starts_at is None else starts_at)
+            conn.execute(
+                "UPDATE sales SET total = ?, per_user_limit = ?, starts_at = ?, version = version + 1 WHERE sku = ? AND version = ?",
+                (new_total, new_limit, _ts(new_start), sku, row[4]),
+            )
+            return Sale(sku, new_total, new_limit, new_start, row[4] + 1)
+
+    @staticmethod
+    def _free_count(conn: sqlite3.Connection, sku: str) -> int:
+        count: int = conn.execute("SELECT COUNT(*) FROM free_tickets WHERE sku = ?", (sku,)).fetchone()[0]
+        return count
+
+    def stock_level(self, sku: str) -> StockLevel | None:
+        with self._errors(), self._lock:
+            conn = self._connection()
+            row = conn.execute(
+                "SELECT total, issued, (SELECT COUNT(*) FROM free_tickets f WHERE f.sku = s.sku) FROM sales s WHERE sku = ?",
+                (sku,),
+            ).fetchone()
+        if row is None:
+            return None
+        return StockLevel(sku, row[0], max(0, row[0] - row[1] + row[2]))
+
+    # orders -----------------------------------------------------------
+    @staticmethod
+    def _order(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Order:
+        tickets = tuple(t for (t,) in conn.execute("SELECT ticket FROM order_tickets WHERE order_id = ? ORDER BY ticket", (row[0],)))
+        if not tickets:  # a cancelled order keeps the tickets it had in its history
+            tickets = tuple(int(t) for t in (row[8] or "").split(",") if t)
+        return Order(
+            order_id=row[0],
+            sku=row[1],
+            user_id=row[2],
+            quantity=row[3],
+            tickets=tickets,
+            status=row[4],
+            idempotency_key=row[5],
+            request_hash=row[6],
+            created_at=_dt(row[7]) or utcnow(),
+        )
+
+    _ORDER_COLUMNS = "order_id, sku, user_id, quantity, status, idempotency_key, request_hash, created_at, NULL"
+
+    def _find_by_key(self, conn: sqlite3.Connection, user_id: str, key: str) -> Order | None:
+        row = conn.execute(f"SELECT {self._ORDER_COLUMNS} FROM orders WHERE user_id = ? AND idempotency_key = ?", (user_id, key)).fetchone()
+        return None if row is None else self._order(conn, row)
+
+    def find_order_by_key(self, user_id: str, idempotency_key: str) -> Order | None:
+        with self._errors(), self._lock:
+            return self._find_by_key(self._connection(), user_id, idempotency_key)
+
+    def place_order(
+        self,
+        sku: str,
+        user_id: str,
+        quantity: int,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> PlacedOrder:
+        if quantity < 1:
+            raise InvalidRequest("quantity must be at least 1")
+        with self._errors(), self._transaction() as conn:
+            if idempotency_key is not None:
+                earlier = self._find_by_key(conn, user_id, idempotency_key)
+                if earlier is not None:
+                    if earlier.request_hash != request_hash:
+                        raise IdempotencyKeyReused()
+                    return PlacedOrder(earlier, replayed=True)
+            sale = self._sale_row(conn, sku)
+            if sale is None:
+                raise UnknownSku(f"no sale for sku {sku!r}")
+            total, per_user_limit, issued = sale[1], sale[2], sale[5]
+            held = conn.execute("SELECT units FROM buyers WHERE sku = ? AND user_id = ?", (sku, user_id)).fetchone()
+            units = 0 if held is None else held[0]
+            if units + quantity > per_user_limit:
+                raise LimitReached(f"this sale allows {per_user_limit} per buyer")
+            # The lowest returned tickets first, then fresh ones: first come, first served.
+            returned = [
+                t for (t,) in conn.execute("SELECT ticket FROM free_tickets WHERE sku = ? ORDER BY ticket LIMIT ?", (sku, quantity))
+            ]
+            fresh = quantity - len(returned)
+            if issued + fresh > total:
+                raise SoldOut()
+            tickets = tuple(returned) + tuple(range(issued + 1, issued + fresh + 1))
+            if returned:
+                conn.executemany("DELETE FROM free_tickets WHERE sku = ? AND ticket = ?", ((sku, t) for t in returned))
+            if fresh:
+                conn.execute("UPDATE sales SET issued = issued + ? WHERE sku = ? AND issued + ? <= total", (fresh, sku, fresh))
+            order = Order(
+                order_id=uuid.uuid4().hex,
+                sku=sku,
+                user_id=user_id,
+                quantity=quantity,
+                tickets=tickets,
+                status="confirmed",
+                created_at=utcnow(),
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+            conn.execute(
+                "INSERT INTO orders (order_id, sku, user_id, quantity, status, idempotency_key, request_hash, created_at)"
+                " VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?)",
+                (order.order_id, sku, user_id, quantity, idempotency_key, request_hash, order.created_at.timestamp()),
+            )
+            conn.executemany(
+                "INSERT INTO order_tickets (sku, ticket, order_id) VALUES (?, ?, ?)",
+                ((sku, t, order.order_id) for t in tickets),
+            )
+            conn.execute(
+                "INSERT INTO buyers (sku, user_id, units) VALUES (?, ?, ?)"
+                " ON CONFLICT (sku, user_id) DO UPDATE SET units = units + excluded.units",
+                (sku, user_id, quantity),
+            )
+        return PlacedOrder(order)
+
+    def list_orders(self, user_id: str) -> list[Order]:
+        with self._errors(), self._lock:
+            conn = self._connection()
+            rows = conn.execute(f"SELECT {self._ORDER_COLUMNS} FROM orders WHERE user_id = ? ORDER BY created_at", (user_id,)).fetchall()
+            return [self._order(conn, row) for row in rows]
+
+    def cancel_order(self, order_id: str) -> Order:
+        with self._errors(), self._transaction() as conn:
+            row = conn.execute(f"SELECT {self._ORDER_COLUMNS} FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no order {order_id!r}")
+            order = self._order(conn, row)
+            if order.status != "confirmed":
+                return order
+            conn.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = ?", (order_id,))
+            conn.execute("DELETE FROM order_tickets WHERE order_id = ?", (order_id,))
+            conn.executemany("INSERT OR IGNORE INTO free_tickets (sku, ticket) VALUES (?, ?)", ((order.sku, t) for t in order.tickets))
+            conn.execute(
+                "UPDATE buyers SET units = MAX(0, units - ?) WHERE sku = ? AND user_id = ?",
+                (order.quantity, order.sku, order.user_id),
+            )
+        return Order(**{**order.__dict__, "status": "cancelled"})
+
+    def buyer_units(self, sku: str) -> dict[str, int]:
+        with self._errors(), self._lock:
+            rows = self._connection().execute(
+                "SELECT user_id, SUM(quantity) FROM orders WHERE sku = ? AND status = 'confirmed' GROUP BY user_id", (sku,)
+            )
+            return {user_id: int(units) for user_id, units in rows}
+
+    def sale_stats(self, sku: str) -> SaleStats:
+        with self._errors(), self._transaction(write=False) as conn:
+            return self._stats(conn, sku)
+
+    def _stats(self, conn: sqlite3.Connection, sku: str) -> SaleStats:
+        sale = self._sale_row(conn, sku)
+        if sale is None:
+            raise UnknownSku(f"no sale for sku {sku!r}")
+        total, per_user_limit, issued = sale[1], sale[2], sale[5]
+        sold, orders, buyers = conn.execute(
+            "SELECT COALESCE(SUM(quantity), 0), COUNT(*), COUNT(DISTINCT user_id) FROM orders WHERE sku = ? AND status = 'confirmed'",
+            (sku,),
+        ).fetchone()
+        max_units = conn.execute(
+            "SELECT COALESCE(MAX(u), 0) FROM"
+            " (SELECT SUM(quantity) AS u FROM orders WHERE sku = ? AND status = 'confirmed' GROUP BY user_id)",
+            (sku,),
+        ).fetchone()[0]
+        held = conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT t.ticket), COALESCE(SUM(t.ticket < 1 OR t.ticket > ?), 0),"
+            " COALESCE(SUM(o.status IS NOT 'confirmed'), 0)"
+            " FROM order_tickets t LEFT JOIN orders o ON o.order_id = t.order_id WHERE t.sku = ?",
+            (total, sku),
+        ).fetchone()
+        problems: list[str] = []
+        if held[0] != sold:
+            problems.append(f"confirmed orders hold {sold} units but {held[0]} tickets are recorded")
+        return SaleStats(
+            sku=sku,
+            total=total,
+            per_user_limit=per_user_limit,
+            sold=int(sold),
+            orders=int(orders),
+            buyers=int(buyers),
+            max_units_per_buyer=int(max_units),
+            issued=int(issued),
+            free=self._free_count(conn, sku),
+            duplicate_tickets=int(held[0] - held[1]),
+            tickets_out_of_range=int(held[2]),
+            tickets_without_order=int(held[3]),
+            problems=tuple(problems),
+        )
+
+    def _snapshot(self, sku: str) -> tuple[set[int], dict[str, int], dict[str, int]]:
+        with self._errors(), self._transaction(write=False) as conn:
+            sale = self._sale_row(conn, sku)
+            if sale is None:
+                raise UnknownSku(f"no sale for sku {sku!r}")
+            held = {t for (t,) in conn.execute("SELECT ticket FROM order_tickets WHERE sku = ?", (sku,))}
+            free = {t for (t,) in conn.execute("SELECT ticket FROM free_tickets WHERE sku = ?", (sku,))}
+            orphans = orphaned_tickets(int(sale[5]), held, free)
+            counted = dict(conn.execute("SELECT user_id, units FROM buyers WHERE sku = ?", (sku,)).fetchall())
+            confirmed = {
+                u: int(n)
+                for u, n in conn.execute(
+                    "SELECT user_id, SUM(quantity) FROM orders WHERE sku = ? AND status = 'confirmed' GROUP BY user_id", (sku,)
+                )
+            }
+        excess = {u: n - confirmed.get(u, 0) for u, n in counted.items() if n > confirmed.get(u, 0)}
+        return orphans, excess, confirmed
+
+    def reconcile(self, sku: str, grace_seconds: float = 0.0) -> ReconcileReport:
+        orphans, excess, _ = self._snapshot(sku)
+        if grace_seconds > 0 and (orphans or excess):
+            time.sleep(grace_seconds)
+            later_orphans, later_excess, _ = self._snapshot(sku)
+            orphans &= later_orphans
+            excess = {u: min(n, later_excess[u]) for u, n in excess.items() if u in later_excess}
+        with self._errors(), self._transaction() as conn:
+            # Re-check inside the write lock: only tickets still unheld go back.
+            held = {t for (t,) in conn.execute("SELECT ticket FROM order_tickets WHERE sku = ?", (sku,))}
+            released = sorted(orphans - held)
+            conn.executemany("INSERT OR IGNORE INTO free_tickets (sku, ticket) VALUES (?, ?)", ((sku, t) for t in released))
+            for user_id, extra in excess.items():
+                conn.execute("UPDATE buyers SET units = MAX(0, units - ?) WHERE sku = ? AND user_id = ?", (extra, sku, user_id))
+            stats = self._stats(conn, sku)
+        return ReconcileReport(sku, tuple(released), len(excess), stats)

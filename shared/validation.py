@@ -1,0 +1,88 @@
+"""Checks on what clients send. Each failure is an InvalidRequest naming the field."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import InvalidRequest
+
+SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Deliberately ASCII-only: look-alike Unicode addresses (Cyrillic "а" for "a",
+# full-width "＠") cannot register a second account that displays the same.
+EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_BYTES = 72  # bcrypt reads no further; longer would be silently cut
+MAX_QUANTITY = 1000
+
+
+@dataclass(frozen=True)
+class Credentials:
+    email: str
+    password: str
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    sku: str
+    quantity: int
+
+
+def _invalid(field: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def _only(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise _invalid(unknown[0], "unknown field")
+
+
+def credentials(body: dict[str, Any], *, checking_strength: bool) -> Credentials:
+    _only(body, {"email", "password"})
+    email, password = body.get("email"), body.get("password")
+    if not isinstance(email, str):
+        raise _invalid("email", "must be a string")
+    if not isinstance(password, str):
+        raise _invalid("password", "must be a string")
+    email = email.strip().lower()
+    if len(email) > 254 or not EMAIL.match(email):
+        raise _invalid("email", "is not a valid email address")
+    if "\x00" in password:
+        raise _invalid("password", "must not contain NUL")
+    if len(password.encode("utf-8")) > PASSWORD_MAX_BYTES:
+        raise _invalid("password", f"must be at most {PASSWORD_MAX_BYTES} bytes")
+    if checking_strength and len(password) < PASSWORD_MIN_CHARS:
+        raise _invalid("password", f"must be at least {PASSWORD_MIN_CHARS} characters")
+    if not password:
+        raise _invalid("password", "must not be empty")
+    return Credentials(email, password)
+
+
+def sku(value: Any, field: str = "sku") -> str:
+    if not isinstance(value, str) or not SKU.match(value):
+        raise _invalid(field, "must be 1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def order_request(body: dict[str, Any]) -> OrderRequest:
+    _only(body, {"sku", "quantity"})
+    quantity = body.get("quantity", 1)
+    # bool is an int in Python; true must not mean 1.
+    if not isinstance(quantity, int) or isinstance(quantity, bool):
+        raise _invalid("quantity", "must be a whole number")
+    if not 1 <= quantity <= MAX_QUANTITY:
+        raise _invalid("quantity", f"must be between 1 and {MAX_QUANTITY}")
+    return OrderRequest(sku(body.get("sku")), quantity)
+
+
+def idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not IDEMPOTENCY_KEY.match(value):
+        raise _invalid("Idempotency-Key", "must be 1-255 printable ASCII characters")
+    return value
