@@ -126,14 +126,18 @@ class Stack:
         command = [sys.executable, "-m", "shared.serving", function]
         if function in self.cpus and shutil.which("taskset"):
             command = ["taskset", "-c", self.cpus[function], *command]
-        output = subprocess.DEVNULL
+        log = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            output = (self.log_dir / f"{function}.log").open("ab")  # type: ignore[assignment]
+            log = (self.log_dir / f"{function}.log").open("ab")
         # Its own session: one signal stops the function's whole process group.
-        self.processes[function] = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        try:
+            self.processes[function] = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        finally:
+            if log is not None:
+                log.close()  # the child holds its own copy
 
     def wait_ready(self, function: str, timeout: float = 60) -> None:
         process = self.processes[function]

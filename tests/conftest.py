@@ -84,3 +84,19 @@ def pytest_report_header() -> str:
     uri = os.environ.get("FLASHSALE_TEST_MONGODB_URI")
     where = "real, " + uri.split("@")[-1] if uri else "mongomock only (set FLASHSALE_TEST_MONGODB_URI for a real one)"
     return f"store contract on MongoDB: {where}"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The functions under real gunicorn, two workers each, on a real redis-server and SQLite file."""
+    from shared.devstack import local_stack
+
+    workdir = tmp_path_factory.mktemp("stack")
+    env = {"WORKERS": "2", "BCRYPT_ROUNDS": "4", "LOGIN_RATE_PER_ADDRESS": "0", "LOGIN_RATE_PER_ACCOUNT": "0", "LOG_LEVEL": "INFO"}
+    with local_stack(workdir, extra_env=env) as (running, redis):
+        yield running
+
+
+@pytest.fixture(scope="session")
+def stack_settings(stack) -> Settings:  # type: ignore[no-untyped-def]
+    return Settings.from_env(stack.env)

@@ -1,0 +1,66 @@
+"""The crowd against the real stack: gunicorn gevent workers (several processes), the Redis gate, SQLite."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from shared.settings import Settings
+from shared.store import open_store
+from shared.tokens import TokenSigner
+
+pytestmark = [pytest.mark.concurrency, pytest.mark.integration]
+
+
+def press_buy(url: str, token: str, sku: str, key: str) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        url + "/orders",
+        data=json.dumps({"sku": sku}).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": key},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_crowd_buys_exactly_the_stock(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    store = open_store(stack_settings)
+    sku = f"crowd-{uuid.uuid4().hex[:6]}"
+    store.create_sale(sku, 100, 1, None)
+    users = store.ensure_users([f"{sku}-{i}@test.flashsale.dev" for i in range(400)], b"x")
+    signer = TokenSigner(stack_settings)
+    tokens = [signer.issue(u.user_id, u.email)[0] for u in users]
+    answers: list[tuple[int, dict[str, object]]] = [(0, {})] * len(tokens)
+    barrier = threading.Barrier(len(tokens))
+
+    def buyer(i: int) -> None:
+        barrier.wait()
+        answers[i] = press_buy(stack.url("order"), tokens[i], sku, f"k{i}")
+
+    threads = [threading.Thread(target=buyer, args=(i,)) for i in range(len(tokens))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    statuses = [status for status, _ in answers]
+    assert statuses.count(201) == 100 and statuses.count(409) == 300, sorted(set(statuses))
+    assert {body["code"] for status, body in answers if status == 409} == {"sold_out"}
+    stats = store.sale_stats(sku)
+    assert stats.sold == 100 and stats.invariants_hold, stats.violations()
+    # Every 201 is in the database; every refused buyer has no order.
+    for user, (status, body) in zip(users, answers, strict=True):
+        orders = store.list_orders(user.user_id)
+        if status == 201:
+            assert [o.order_id for o in orders] == [body["order_id"]]
+        else:
+            assert orders == []
+    assert sorted(int(body["ticket"]) for status, body in answers if status == 201) == list(range(1, 101))  # type: ignore[call-overload]
