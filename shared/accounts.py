@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import bcrypt
 
-from shared.errors import InvalidCredentials
+from shared.errors import InvalidCredentials, RateLimited
 from shared.ratelimit import LoginLimiter
 from shared.store.base import Store
 from shared.tokens import TokenSigner
@@ -37,6 +37,7 @@ class Accounts:
         self.limiter = limiter
         self.rounds = bcrypt_rounds
         self.observe_hash: list[Callable[[float], None]] = []  # seconds per bcrypt call, for metrics
+        self.observe_login: list[Callable[[str], None]] = []  # success | invalid_credentials | rate_limited
 
     @cached_property
     def _dummy_hash(self) -> bytes:
@@ -53,6 +54,22 @@ class Accounts:
         return {"user_id": user.user_id, "email": user.email}
 
     def login(self, credentials: Credentials, address: str) -> Session:
+        outcome = "error"
+        try:
+            session = self._login(credentials, address)
+            outcome = "success"
+            return session
+        except RateLimited:
+            outcome = "rate_limited"
+            raise
+        except InvalidCredentials:
+            outcome = "invalid_credentials"
+            raise
+        finally:
+            for observe in self.observe_login:
+                observe(outcome)
+
+    def _login(self, credentials: Credentials, address: str) -> Session:
         self.limiter.check(credentials.email, address)
         user = self.store.get_user_by_email(credentials.email)
         stored = user.password_hash if user is not None else self._dummy_hash

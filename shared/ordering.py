@@ -54,6 +54,7 @@ class OrderDesk:
         self._sales: dict[str, tuple[float, Sale | None]] = {}
         self._lock = threading.Lock()
         self.observers: list[Callable[[str, str], None]] = []  # (sku, outcome) for metrics
+        self.on_store_error: list[Callable[[Exception], None]] = []
 
     # what a worker remembers -------------------------------------------
     def sale(self, sku: str) -> Sale:
@@ -131,6 +132,7 @@ class OrderDesk:
             raise
         except StoreError as exc:
             self._gate(lambda e: self.gate.release(sku, user_id, quantity, e), epoch)
+            self._store_failed(exc)
             raise Unavailable("the database is unavailable; try again shortly") from exc
         except Exception:
             self._gate(lambda e: self.gate.release(sku, user_id, quantity, e), epoch)
@@ -168,12 +170,17 @@ class OrderDesk:
         except RedisDown:
             pass  # the gate is rebuilt from the database when Redis is back
 
-    @staticmethod
-    def _guard(read: Callable[[], T]) -> T:
+    def _guard(self, read: Callable[[], T]) -> T:
         try:
             return read()
         except StoreError as exc:
+            self._store_failed(exc)
             raise Unavailable("the database is unavailable; try again shortly") from exc
+
+    def _store_failed(self, exc: Exception) -> None:
+        log.warning("database unavailable: %s", exc)
+        for observe in self.on_store_error:
+            observe(exc)
 
     def orders_of(self, user_id: str) -> list[Order]:
         return self._guard(lambda: self.store.list_orders(user_id))

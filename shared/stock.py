@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.errors import UnknownSku
@@ -37,8 +38,15 @@ class StockCache:
         self.ttl = ttl_seconds
         self._local: dict[str, tuple[float, StockLevel | None]] = {}
         self._lock = threading.Lock()
+        self.observers: list[Callable[[str], None]] = []  # the source of each answer, for metrics
 
     def read(self, sku: str) -> StockRead:
+        answer = self._read(sku)
+        for observe in self.observers:
+            observe(answer.source)
+        return answer
+
+    def _read(self, sku: str) -> StockRead:
         now = time.monotonic()
         cached = self._local.get(sku)
         if cached is not None and cached[0] > now:
@@ -78,6 +86,8 @@ class StockCache:
 
     def _remember(self, sku: str, level: StockLevel | None, seconds: float) -> None:
         with self._lock:
+            if len(self._local) > 10_000:  # skus a client made up must not grow memory forever
+                self._local.clear()
             self._local[sku] = (time.monotonic() + seconds, level)
 
     @staticmethod
