@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SKU ?= iphone-17
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup redis run demo test lint typecheck unit lock loadtest bench faults images deploy clean
+.PHONY: help setup redis run demo test lint typecheck unit lock loadtest images deploy clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,15 @@ test: setup lint typecheck ## set up, then lint, type-check and run every test
 
 unit: setup ## the fast tests only (no servers)
 	$(BIN)/pytest -m "not integration and not concurrency and not loadtest"
+
+loadtest: setup ## the k6 crowd (BUYERS=10000 STOCK=1000) against a private local stack, judged from the database
+	$(BIN)/python -m loadtest.run --buyers $(or $(BUYERS),10000) --stock $(or $(STOCK),1000)
+
+images: ## build and push the function images: make images REGISTRY=ghcr.io/you [TAG=v1] [DRY_RUN=1]
+	bash scripts/images.sh
+
+deploy: $(STAMP) ## deploy to Knative: make deploy REGISTRY=... [TAG=...] [DRY_RUN=1] [MODE=kustomize]
+	PYTHON=$(BIN)/python bash scripts/deploy.sh
 
 lock: ## re-pin requirements.txt and requirements-dev.txt from the .in files
 	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in

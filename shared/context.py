@@ -17,6 +17,7 @@ from shared.gate import Gate
 from shared.ordering import OrderDesk
 from shared.ratelimit import LoginLimiter
 from shared.redisconn import RedisConn
+from shared.sales_feed import SalesFeed
 from shared.settings import Settings, get_settings
 from shared.stock import StockCache
 from shared.store import Store, open_store
@@ -59,6 +60,10 @@ class Context:
     @cached_property
     def orders(self) -> OrderDesk:
         return OrderDesk(self.store, self.gate, self.stock, self.emitter, sold_out_memo_seconds=self.settings.sold_out_memo_seconds)
+
+    @cached_property
+    def sales_feed(self) -> SalesFeed:
+        return SalesFeed(self.store, self.redis, self.stock)
 
     @cached_property
     def accounts(self) -> Accounts:

@@ -195,8 +195,11 @@ def local_stack(
         "JWT_PUBLIC_KEY_FILE": str(public),
         **(extra_env or {}),
     }
-    stack = Stack(env=env, ports=ports or {f: free_port() for f in DEFAULT_PORTS}, functions=functions,
-                  cpus=cpus or {}, log_dir=workdir / "logs")  # fmt: skip
+    ports = ports or {f: free_port() for f in DEFAULT_PORTS}
+    if "events" in functions:
+        # order.placed goes to the local event consumer, as the SinkBinding points it at the Broker on Knative.
+        env.setdefault("K_SINK", f"http://127.0.0.1:{ports['events']}/")
+    stack = Stack(env=env, ports=ports, functions=functions, cpus=cpus or {}, log_dir=workdir / "logs")
     try:
         stack.start()
         yield stack, redis

@@ -93,7 +93,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
 
     workdir = tmp_path_factory.mktemp("stack")
     env = {"WORKERS": "2", "BCRYPT_ROUNDS": "4", "LOGIN_RATE_PER_ADDRESS": "0", "LOGIN_RATE_PER_ACCOUNT": "0", "LOG_LEVEL": "INFO"}
-    with local_stack(workdir, extra_env=env) as (running, redis):
+    with local_stack(workdir, extra_env=env, functions=("events", "auth", "stock", "order")) as (running, redis):
         yield running
 
 

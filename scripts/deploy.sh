@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Deploy flashsale to the namespace of the current kubectl context.
+#
+#   REGISTRY=ghcr.io/you scripts/deploy.sh            kn service apply per function, then eventing
+#   REGISTRY=ghcr.io/you MODE=kustomize scripts/deploy.sh   kubectl apply -k knative/ instead
+#   DRY_RUN=1 scripts/deploy.sh                       print every command instead of running it
+#
+# TAG (default latest) picks the images scripts/images.sh pushed. The kn flags are read
+# from knative/*.yaml, so the manifests stay the one place the numbers live.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=${MODE:-kn}
+DRY_RUN=${DRY_RUN:-0}
+TAG=${TAG:-latest}
+PYTHON=${PYTHON:-python3}
+FUNCTIONS=(auth stock order events)
+
+if [[ -z ${REGISTRY:-} ]]; then
+  if [[ $DRY_RUN == 1 ]]; then
+    REGISTRY=REGISTRY
+  else
+    echo "deploy.sh: set REGISTRY to where scripts/images.sh pushed the images, e.g. REGISTRY=ghcr.io/you" >&2
+    exit 2
+  fi
+fi
+REGISTRY=${REGISTRY%/}
+
+if ! "$PYTHON" -c 'import yaml' 2>/dev/null; then
+  echo "deploy.sh: $PYTHON cannot import yaml; run \`make setup\` or set PYTHON=.venv/bin/python" >&2
+  exit 1
+fi
+
+# Runs a command, or with DRY_RUN=1 prints it as a line a shell would run the same way.
+run() {
+  if [[ $DRY_RUN == 1 ]]; then
+    local arg line=()
+    for arg in "$@"; do
+      if [[ $arg =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then line+=("$arg"); else line+=("$(printf '%q' "$arg")"); fi
+    done
+    echo "${line[*]}"
+  else
+    "$@"
+  fi
+}
+
+# Prints, NUL-separated, the `kn service apply` arguments equivalent to one knative/<fn>.yaml.
+kn_args() {
+  "$PYTHON" - "$1" "$2" <<'PY'
+import sys
+
+import yaml
+
+path, image = sys.argv[1], sys.argv[2]
+with open(path) as f:
+    service = yaml.safe_load(f)
+template = service["spec"]["template"]
+annotations = dict(template.get("metadata", {}).get("annotations", {}))
+spec = template["spec"]
+(container,) = spec["containers"]
+port = container["ports"][0]["containerPort"]
+
+args = ["kn", "service", "apply", service["metadata"]["name"], "--image", image, "--port", str(port)]
+
+for source in container.get("envFrom", []):
+    if "configMapRef" in source:
+        args += ["--env-from", "config-map:" + source["configMapRef"]["name"]]
+    else:
+        args += ["--env-from", "secret:" + source["secretRef"]["name"]]
+for env in container.get("env", []):
+    if "value" in env:
+        args += ["--env", f"{env['name']}={env['value']}"]
+    elif "secretKeyRef" in env["valueFrom"]:
+        ref = env["valueFrom"]["secretKeyRef"]
+        args += ["--env-value-from", f"{env['name']}=secret:{ref['name']}:{ref['key']}"]
+    else:
+        ref = env["valueFrom"]["configMapKeyRef"]
+        args += ["--env-value-from", f"{env['name']}=config-map:{ref['name']}:{ref['key']}"]
+
+volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
+for mount in container.get("volumeMounts", []):
+    volume = volumes[mount["name"]]
+    if "emptyDir" in volume:
+        source = "emptyDir:" + volume["name"]
+    elif "configMap" in volume:
+        source = "config-map:" + volume["configMap"]["name"]
+    else:
+        source = "secret:" + volume["secret"]["secretName"]
+    args += ["--mount", f"{mount['mountPath']}={source}"]
+
+for kind in ("requests", "limits"):
+    resources = container.get("resources", {}).get(kind, {})
+    if resources:
+        flag = "--request" if kind == "requests" else "--limit"
+        args += [flag, ",".join(f"{name}={value}" for name, value in resources.items())]
+for probe, flag in (("readinessProbe", "--probe-readiness"), ("livenessProbe", "--probe-liveness")):
+    if probe in container:
+        args += [flag, f"http::{port}:{container[probe]['httpGet']['path']}"]
+# kn's strict context is runAsNonRoot, no privilege escalation, no capabilities and
+# RuntimeDefault seccomp; it cannot make the root filesystem read-only (docs/deploy.md).
+args += ["--security-context", "strict"]
+
+if "timeoutSeconds" in spec:
+    args += ["--timeout", str(spec["timeoutSeconds"])]
+if spec.get("containerConcurrency"):
+    args += ["--concurrency-limit", str(spec["containerConcurrency"])]
+
+SCALE_FLAGS = {
+    "autoscaling.knative.dev/min-scale": "--scale-min",
+    "autoscaling.knative.dev/max-scale": "--scale-max",
+    "autoscaling.knative.dev/initial-scale": "--scale-init",
+    "autoscaling.knative.dev/target": "--scale-target",
+    "autoscaling.knative.dev/target-utilization-percentage": "--scale-utilization",
+    "autoscaling.knative.dev/activation-scale": "--scale-activation",
+    "autoscaling.knative.dev/window": "--scale-window",
+}
+for key, flag in SCALE_FLAGS.items():
+    if key in annotations:
+        args += [flag, str(annotations.pop(key))]
+# The rest (class, metric, scale-down-delay, target-burst-capacity, ...) have no kn flag of
+# their own; --annotation-revision puts them where the manifests do, on the revision template.
+for key, value in annotations.items():
+    args += ["--annotation-revision", f"{key}={value}"]
+
+sys.stdout.write("\0".join(args) + "\0")
+PY
+}
+
+case $MODE in
+  kn)
+    run kubectl apply -f knative/config.yaml
+    for fn in "${FUNCTIONS[@]}"; do
+      args=()
+      while IFS= read -r -d '' arg; do args+=("$arg"); done \
+        < <(kn_args "knative/$fn.yaml" "$REGISTRY/flashsale-$fn:$TAG")
+      if [[ ${#args[@]} -eq 0 ]]; then
+        echo "deploy.sh: could not read knative/$fn.yaml" >&2
+        exit 1
+      fi
+      run "${args[@]}"
+    done
+    run kubectl apply -f knative/eventing.yaml
+    ;;
+  kustomize)
+    # An overlay in a scratch folder sets the images, so knative/kustomization.yaml is not edited.
+    overlay=$(mktemp -d)
+    trap 'rm -rf "$overlay"' EXIT
+    "$PYTHON" - "$PWD/knative" "$overlay" "$REGISTRY" "$TAG" <<'PY'
+import os
+import sys
+
+import yaml
+
+base, overlay, registry, tag = sys.argv[1:]
+with open(os.path.join(base, "kustomization.yaml")) as f:
+    images = yaml.safe_load(f)["images"]
+kustomization = {
+    # kustomize takes a base only by relative path.
+    "resources": [os.path.relpath(base, overlay)],
+    # Matched on the names the base already rewrote its images to.
+    "images": [
+        {"name": image.get("newName", image["name"]), "newName": f"{registry}/{image['name']}", "newTag": tag}
+        for image in images
+    ],
+}
+with open(os.path.join(overlay, "kustomization.yaml"), "w") as f:
+    yaml.safe_dump(kustomization, f, sort_keys=False)
+PY
+    if [[ $DRY_RUN == 1 ]]; then
+      sed 's/^/# /' "$overlay/kustomization.yaml"
+    fi
+    run kubectl apply -k "$overlay"
+    ;;
+  *)
+    echo "deploy.sh: MODE must be kn or kustomize, not '$MODE'" >&2
+    exit 2
+    ;;
+esac

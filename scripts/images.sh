@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Build and push one image per function: $REGISTRY/flashsale-<fn>:$TAG.
+#
+#   REGISTRY=ghcr.io/you scripts/images.sh        build and push all four
+#   REGISTRY=ghcr.io/you PUSH=0 scripts/images.sh build only
+#   DRY_RUN=1 scripts/images.sh                   print the commands
+#
+# PYTHON_IMAGE overrides the Dockerfile's pinned base image; PLATFORM (e.g. linux/amd64)
+# matters when building on an arm64 laptop for an amd64 cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DRY_RUN=${DRY_RUN:-0}
+PUSH=${PUSH:-1}
+TAG=${TAG:-latest}
+FUNCTIONS=(auth stock order events)
+
+if [[ -z ${REGISTRY:-} ]]; then
+  if [[ $DRY_RUN == 1 ]]; then
+    REGISTRY=REGISTRY
+  else
+    echo "images.sh: set REGISTRY to a registry you can push to, e.g. REGISTRY=ghcr.io/you" >&2
+    exit 2
+  fi
+fi
+REGISTRY=${REGISTRY%/}
+
+run() {
+  if [[ $DRY_RUN == 1 ]]; then
+    local arg line=()
+    for arg in "$@"; do
+      if [[ $arg =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then line+=("$arg"); else line+=("$(printf '%q' "$arg")"); fi
+    done
+    echo "${line[*]}"
+  else
+    "$@"
+  fi
+}
+
+if [[ $DRY_RUN != 1 ]] && ! docker info >/dev/null 2>&1; then
+  cat >&2 <<EOF
+images.sh: no Docker engine answers ('docker info' failed), so nothing was built.
+  Start Docker (or point DOCKER_HOST at a running engine) and run this again,
+  or see what would run with: DRY_RUN=1 scripts/images.sh
+EOF
+  exit 1
+fi
+
+build_args=()
+if [[ -n ${PYTHON_IMAGE:-} ]]; then build_args+=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE"); fi
+if [[ -n ${PLATFORM:-} ]]; then build_args+=(--platform "$PLATFORM"); fi
+
+for fn in "${FUNCTIONS[@]}"; do
+  image="$REGISTRY/flashsale-$fn:$TAG"
+  run docker build --build-arg "FUNCTION=$fn" ${build_args[@]+"${build_args[@]}"} --tag "$image" .
+  if [[ $PUSH == 1 ]]; then
+    run docker push "$image"
+  fi
+done
