@@ -26,9 +26,9 @@ class RedisDown(Exception):
 
 
 class RedisConn:
-    def __init__(self, settings: Settings, client: redis.Redis[bytes] | None = None) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.client: redis.Redis[bytes] = client or redis.Redis(
+        self.client: redis.Redis = client or redis.Redis(
             connection_pool=redis.BlockingConnectionPool.from_url(
                 settings.redis_url,
                 # Bounded: a crowd of 10,000 greenlets shares these instead of
@@ -48,7 +48,7 @@ class RedisConn:
     def available(self) -> bool:
         return time.monotonic() >= self._open_until
 
-    def call(self, operation: Callable[[redis.Redis[bytes]], T]) -> T:
+    def call(self, operation: Callable[[redis.Redis], T]) -> T:
         if not self.available:
             raise RedisDown("redis marked down")
         try:

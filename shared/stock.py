@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from shared.errors import UnknownSku
 from shared.models import StockLevel
@@ -51,8 +52,15 @@ class StockCache:
         cached = self._local.get(sku)
         if cached is not None and cached[0] > now:
             return StockRead(self._known(sku, cached[1]), "local", cached[0] - now)
+        def get_with_ttl(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.get(stock_key(sku))
+            pipe.pttl(stock_key(sku))
+            answers: list[Any] = pipe.execute()
+            return answers
+
         try:
-            raw, pttl = self.redis.call(lambda c: c.pipeline(transaction=False).get(stock_key(sku)).pttl(stock_key(sku)).execute())
+            raw, pttl = self.redis.call(get_with_ttl)
         except RedisDown:
             raw, pttl = None, -2
         if raw is not None and pttl > 0:
