@@ -52,6 +52,7 @@ class StockCache:
         cached = self._local.get(sku)
         if cached is not None and cached[0] > now:
             return StockRead(self._known(sku, cached[1]), "local", cached[0] - now)
+
         def get_with_ttl(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             pipe.get(stock_key(sku))
