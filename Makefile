@@ -26,7 +26,7 @@ redis: ## install redis-server through the system package manager if it is missi
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  if command -v apt-get >/dev/null; then $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	  if command -v apt-get >/dev/null; then $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	  elif command -v brew >/dev/null; then brew install redis; \
 	  else echo "install redis-server with your package manager" >&2; exit 1; fi; }
 
