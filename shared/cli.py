@@ -14,27 +14,18 @@ from typing import Any
 from shared import validation
 from shared.errors import FlashsaleError
 from shared.gate import Gate
+from shared.loadusers import mint_tokens
+from shared.plan import add_plan_command
 from shared.redisconn import RedisConn, RedisDown
 from shared.settings import Settings, get_settings
 from shared.stock import StockCache
 from shared.store import open_store
-from shared.tokens import TokenSigner, generate_keypair
+from shared.tokens import generate_keypair
 
 
 def _datetime(value: str) -> datetime:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def progress(done: int, total: int, started: float, label: str) -> None:
-    if not sys.stderr.isatty() and done not in (total,) and done % max(1, total // 10):
-        return
-    width = 30
-    filled = int(width * done / max(1, total))
-    rate = done / max(1e-9, time.monotonic() - started)
-    end = "\n" if done >= total else ""
-    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ({rate:,.0f}/s){end}")
-    sys.stderr.flush()
 
 
 # commands ------------------------------------------------------------------
@@ -69,6 +60,12 @@ def cmd_sale_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if stats.invariants_hold else 3
 
 
+def cmd_sale_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.watch import watch
+
+    return watch(open_store(settings), args.order_url, validation.sku(args.sku), once=args.once, interval=args.interval)
+
+
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     report = store.reconcile(args.sku, grace_seconds=args.grace)
@@ -101,32 +98,16 @@ def _refresh_redis(settings: Settings, store: Any, sku: str) -> str | None:
 
 
 def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
-    import bcrypt
-
-    store = open_store(settings)
-    signer = TokenSigner(settings)
-    emails = [f"{args.prefix}{i:06d}@loadtest.flashsale.dev" for i in range(args.count)]
-    password = args.password
-    # One hash for every load-test account: each is a real account that can log
-    # in, without spending N bcrypt rounds up front.
-    password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(settings.bcrypt_rounds))
-    started = time.monotonic()
-    users = []
-    for start in range(0, len(emails), 1000):
-        users.extend(store.ensure_users(emails[start : start + 1000], password_hash))
-        progress(len(users), len(emails), started, "users ")
-    started = time.monotonic()
-    tokens = []
-    for i, user in enumerate(users, 1):
-        token, _ = signer.issue(user.user_id, user.email, ttl_seconds=args.ttl)
-        tokens.append({"user_id": user.user_id, "email": user.email, "access_token": token})
-        if i % 500 == 0 or i == len(users):
-            progress(i, len(users), started, "tokens")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(tokens))
-    if args.users_out:
-        Path(args.users_out).write_text(json.dumps([{"email": e, "password": password} for e in emails]))
-    print(f"{len(tokens)} tokens in {args.out}")
+    count = mint_tokens(
+        settings,
+        args.count,
+        Path(args.out),
+        users_out=Path(args.users_out) if args.users_out else None,
+        prefix=args.prefix,
+        password=args.password,
+        ttl_seconds=args.ttl,
+    )
+    print(f"{count} tokens in {args.out}")
     return 0
 
 
@@ -198,6 +179,12 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--sku", required=True)
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=cmd_sale_status)
+    watch = sale_sub.add_parser("watch", help="a live view: sold, orders per second by outcome, p99, invariants (Ctrl-C stops)")
+    watch.add_argument("--sku", required=True)
+    watch.add_argument("--order-url", default="http://127.0.0.1:8083", help="the order function, whose /metrics is read")
+    watch.add_argument("--once", action="store_true", help="print one frame and exit (3 if the invariants are broken)")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    watch.set_defaults(run=cmd_sale_watch)
 
     reconcile = sub.add_parser("reconcile", help="give back orphaned units and rebuild the Redis gate and cache")
     reconcile.add_argument("--sku", required=True)
@@ -223,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--stock", type=int, default=100)
     demo.add_argument("--workdir", default="var/demo")
     demo.set_defaults(run=cmd_demo)
+    add_plan_command(sub)
     return top
 
 

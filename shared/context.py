@@ -1,7 +1,8 @@
 """The clients a function process shares across requests.
 
 Created lazily, once per process (a forked gunicorn worker builds its own), so
-warm instances reuse connections and nothing connects at import time.
+warm instances reuse connections and nothing connects at import time. Each
+client's hooks are attached to the metrics here, where it is built.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 import threading
 from functools import cached_property
 
-from shared import logs
+from shared import logs, metrics, tracing
 from shared.accounts import Accounts
 from shared.events import EventEmitter
 from shared.gate import Gate
@@ -35,7 +36,10 @@ class Context:
 
     @cached_property
     def redis(self) -> RedisConn:
-        return RedisConn(self.settings)
+        redis = RedisConn(self.settings)
+        if self.settings.metrics:
+            redis.on_error = metrics.dependency_error("redis")
+        return redis
 
     @cached_property
     def verifier(self) -> TokenVerifier:
@@ -47,7 +51,10 @@ class Context:
 
     @cached_property
     def stock(self) -> StockCache:
-        return StockCache(self.store, self.redis, self.settings.stock_cache_ttl_seconds)
+        stock = StockCache(self.store, self.redis, self.settings.stock_cache_ttl_seconds)
+        if self.settings.metrics:
+            stock.observers.append(metrics.observe_stock_read)
+        return stock
 
     @cached_property
     def gate(self) -> Gate:
@@ -55,11 +62,21 @@ class Context:
 
     @cached_property
     def emitter(self) -> EventEmitter:
-        return EventEmitter(self.settings.k_sink)
+        emitter = EventEmitter(self.settings.k_sink)
+        if self.settings.metrics:
+            emitter.on_error = metrics.dependency_error("sink")
+        if tracing.enabled(self.settings):
+            emitter.on_emit.append(tracing.carry_trace_context)
+        return emitter
 
     @cached_property
     def orders(self) -> OrderDesk:
-        return OrderDesk(self.store, self.gate, self.stock, self.emitter, sold_out_memo_seconds=self.settings.sold_out_memo_seconds)
+        desk = OrderDesk(self.store, self.gate, self.stock, self.emitter, sold_out_memo_seconds=self.settings.sold_out_memo_seconds)
+        if self.settings.metrics:
+            # The sale was read (and cached for a second) by the order being counted: as a rule no extra database read.
+            desk.observers.append(metrics.order_observer(lambda sku: desk.sale(sku).total))
+            desk.on_store_error.append(metrics.dependency_error("database"))
+        return desk
 
     @cached_property
     def sales_feed(self) -> SalesFeed:
@@ -69,7 +86,11 @@ class Context:
     def accounts(self) -> Accounts:
         s = self.settings
         limiter = LoginLimiter(self.redis, s.login_rate_per_account, s.login_rate_per_address, s.login_rate_window_seconds)
-        return Accounts(self.store, self.signer, limiter, s.bcrypt_rounds)
+        accounts = Accounts(self.store, self.signer, limiter, s.bcrypt_rounds)
+        if s.metrics:
+            accounts.observe_login.append(metrics.observe_login)
+            accounts.observe_hash.append(metrics.observe_password_hash)
+        return accounts
 
     def ready_checks(self, *, database: bool = True, redis: bool = True) -> dict[str, object]:
         checks: dict[str, object] = {}

@@ -16,6 +16,7 @@ from typing import Any
 from shared.devstack import local_stack
 from shared.settings import Settings
 from shared.store import open_store
+from shared.watch import watch
 
 SKU = "iphone-17"
 
@@ -81,6 +82,8 @@ def run_demo(*, buyers: int, stock: int, workdir: Path) -> int:
             again[body.get("code", status)] += 1
         _, level = call("GET", stack.url("stock") + f"/stock/{SKU}")
         stats = store.sale_stats(SKU)
+        print("\n5. what the operator sees (flashsale sale watch --once):")
+        watch(store, stack.url("order"), SKU, once=True)
 
     outcomes = Counter(body.get("code", "confirmed") if status in (201, 409) else f"HTTP {status}" for status, body, _ in answers)
     winners = [body for status, body, _ in answers if status == 201]

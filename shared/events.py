@@ -56,6 +56,7 @@ class EventEmitter:
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self.on_error: Callable[[Exception], None] | None = None
+        self.on_emit: list[Callable[[CloudEvent], None]] = []  # on the request's thread, before queueing (trace context)
         self.sent = 0
         self.dropped = 0
 
@@ -66,6 +67,8 @@ class EventEmitter:
     def emit(self, event: CloudEvent) -> None:
         if not self.enabled:
             return
+        for hook in self.on_emit:
+            hook(event)
         self._ensure_worker()
         try:
             self._queue.put_nowait(event)

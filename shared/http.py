@@ -3,6 +3,7 @@ access log line, and the one place errors become RFC 9457 problem+json."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -96,7 +97,8 @@ class Router:
 
     function: str
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
-    observers: list[Callable[[str, str, int, float], None]] = field(default_factory=list)
+    observers: list[Callable[[str, str, int, float], None]] = field(default_factory=list)  # (method, route, status, seconds)
+    on_error: list[Callable[[Exception], None]] = field(default_factory=list)  # every error that became a problem answer
     _routes: list[tuple[str, re.Pattern[str], str, Handler]] = field(default_factory=list)
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
@@ -113,15 +115,20 @@ class Router:
         rid = request_id(request)
         route = "other"
         try:
-            route, response = self._handle(request)
+            # The route is known before the handler runs, so a refusal it raises
+            # (409 sold_out) is logged and counted under its route, not "other".
+            route, handle = self._match(request)
+            response = handle()
         except FlashsaleError as error:
+            self._failed(error)
             response = problem_response(error)
         except RequestEntityTooLarge:
             response = problem_response(PayloadTooLarge())
         except HTTPException as exc:
             response = problem_response(_from_http_exception(exc))
-        except Exception:
+        except Exception as exc:
             log.exception("unhandled error", extra={"request_id": rid, "function": self.function})
+            self._failed(exc)
             response = problem_response(FlashsaleError("something went wrong on our side"))
         response.headers["X-Request-Id"] = rid
         elapsed = time.perf_counter() - started
@@ -145,12 +152,16 @@ class Router:
             observe(request.method, route, response.status_code, elapsed)
         return response
 
-    def _handle(self, request: Request) -> tuple[str, Response]:
+    def _failed(self, error: Exception) -> None:
+        for observe in self.on_error:
+            observe(error)
+
+    def _match(self, request: Request) -> tuple[str, Callable[[], Response]]:
         path = request.path.rstrip("/") or "/"
         if path == "/healthz" and request.method in {"GET", "HEAD"}:
-            return "/healthz", json_response({"status": "ok"})
+            return "/healthz", lambda: json_response({"status": "ok"})
         if path == "/readyz" and request.method in {"GET", "HEAD"}:
-            return "/readyz", self._ready()
+            return "/readyz", self._ready
         allowed: set[str] = set()
         for method, regex, pattern, handler in self._routes:
             match = regex.match(path)
@@ -159,7 +170,7 @@ class Router:
             if method != request.method:
                 allowed.add(method)
                 continue
-            return pattern, handler(request, **match.groupdict())
+            return pattern, functools.partial(handler, request, **match.groupdict())
         if allowed:
             error = MethodNotAllowed(f"use {', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
             raise error

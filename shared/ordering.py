@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from shared.errors import LimitReached, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
+from shared.errors import IdempotencyKeyReused, LimitReached, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
 from shared.events import EventEmitter, order_placed_event
 from shared.gate import Gate
 from shared.models import Order, PlacedOrder, Sale, request_fingerprint, utcnow
@@ -99,6 +99,9 @@ class OrderDesk:
         except UnknownSku:
             outcome = "unknown_sku"
             raise
+        except IdempotencyKeyReused:
+            outcome = "idempotency_key_reused"
+            raise
         finally:
             for observe in self.observers:
                 observe(sku, outcome)
@@ -120,7 +123,7 @@ class OrderDesk:
             raise LimitReached(f"this sale allows {sale.per_user_limit} per buyer")
         if self.remembers_sold_out(sku):
             raise SoldOut()
-        epoch = self._admit(sale, user_id, quantity)
+        epoch = self._admit(sale, user_id, quantity, idempotency_key)
         try:
             placed = self.store.place_order(sku, user_id, quantity, idempotency_key=idempotency_key, request_hash=fingerprint)
         except SoldOut:
@@ -143,7 +146,7 @@ class OrderDesk:
             self.emitter.emit(order_placed_event(placed.order, sale.total))
         return placed
 
-    def _admit(self, sale: Sale, user_id: str, quantity: int) -> str | None:
+    def _admit(self, sale: Sale, user_id: str, quantity: int, idempotency_key: str | None) -> str | None:
         """The gate's epoch if it admitted the buyer; None when the database must decide alone."""
         try:
             admission = self.gate.admit(sale.sku, user_id, quantity)
@@ -157,10 +160,27 @@ class OrderDesk:
             self.remember_sold_out(sale)
             raise SoldOut()
         if admission.verdict == "limit_reached":
+            if self._guard(lambda: self._gate_overcounts(sale, user_id, quantity, idempotency_key)):
+                return None  # the database decides: it sells, replays or refuses
             raise LimitReached(f"this sale allows {sale.per_user_limit} per buyer")
         if admission.verdict != "admitted":
             return None
         return admission.epoch
+
+    def _gate_overcounts(self, sale: Sale, user_id: str, quantity: int, idempotency_key: str | None) -> bool:
+        """Whether a ``limit_reached`` from the gate may be wrong.
+
+        The gate counts a unit at admission, before the database writes. A
+        request cut off after admission (its worker killed) leaves a count
+        no order backs, and a retry racing its own first request with the same
+        Idempotency-Key meets that request's count. Either buyer deserves the
+        database's answer, not a refusal; two indexed reads, paid only by
+        buyers the gate turns away for the limit.
+        """
+        held = sum(o.quantity for o in self.store.list_orders(user_id) if o.sku == sale.sku and o.status == "confirmed")
+        if held + quantity <= sale.per_user_limit:
+            return True
+        return idempotency_key is not None and self.store.find_order_by_key(user_id, idempotency_key) is not None
 
     def _gate(self, change: Callable[[str], object], epoch: str | None) -> None:
         if epoch is None:

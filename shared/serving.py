@@ -11,6 +11,12 @@ Worker choices, per function:
   gevent with 10,000 worker connections had p99 1.8 s, with the default 1,000
   6.3 s, gthread 2x32 5.6 s.
 - events is light: gthread, one worker, four threads.
+
+Metrics: the workers of one function share a fresh ``PROMETHEUS_MULTIPROC_DIR``
+(made here, emptied at start), so ``/metrics`` answers the group's totals. This
+module is also gunicorn's config module (``-c python:shared.serving``) for the
+hooks below; gunicorn takes every module-level name that is one of its settings,
+so only the hooks may carry such names (a test checks).
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shared.settings import Settings, get_settings
 
@@ -65,6 +73,7 @@ def gunicorn_argv(function: str, settings: Settings, *, host: str = "0.0.0.0", p
         "--keep-alive", "5",
         "--name", f"flashsale-{function}",
         "--chdir", str(ROOT),
+        "--config", "python:shared.serving",
     ]  # fmt: skip
     if plan.worker_class == "gevent":
         argv += ["--worker-connections", str(plan.worker_connections)]
@@ -75,10 +84,54 @@ def gunicorn_argv(function: str, settings: Settings, *, host: str = "0.0.0.0", p
     return [*argv, app]
 
 
+METRICS_DIR_PREFIX = "flashsale-metrics-"
+
+
+def metrics_dir(function: str, settings: Settings) -> Path:
+    """An empty directory for the process group's metric files: counts from an earlier run must not add up."""
+    if not settings.prometheus_multiproc_dir:
+        return Path(tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{function}-"))
+    directory = Path(settings.prometheus_multiproc_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return directory
+
+
+# gunicorn server hooks (this module is its config module) -----------------
+def post_worker_init(worker: Any) -> None:
+    """In each worker, after gevent's patching and before the first request.
+
+    Logging from the start: a worker that so far answered only probes has no
+    Context yet, yet logs each request. Tracing, if the settings turn it on.
+    """
+    from shared import logs, tracing
+
+    settings = get_settings()
+    logs.configure(settings)
+    tracing.configure(settings, worker.cfg.proc_name.removeprefix("flashsale-"), app=worker.wsgi)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone: its live gauges stop counting; its counters stay in the totals."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    """The group stops: remove the metrics directory if it is one this module made."""
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""))
+    if directory.name.startswith(METRICS_DIR_PREFIX) and directory.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     settings = get_settings()
     function = sys.argv[1] if len(sys.argv) > 1 else settings.function
     argv = gunicorn_argv(function, settings)
+    # Set before gunicorn starts, so every worker's prometheus_client sees it at import.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(function, settings))
     executable = shutil.which("gunicorn", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if executable is None:
         raise SystemExit("gunicorn is not installed")

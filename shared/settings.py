@@ -71,6 +71,23 @@ FIELDS: dict[str, Field] = {
         "WORKER_CONNECTIONS", 10000, int, "Connections per gevent worker (stock, order): a burst queues here, not in the kernel."
     ),
     "access_log": Field("ACCESS_LOG", False, _bool, "Also write gunicorn's access log."),
+    "metrics": Field(
+        "METRICS", True, _bool, "Count requests, orders and the rest for `/metrics`; off only to measure what counting costs."
+    ),
+    "prometheus_multiproc_dir": Field(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "",
+        str,
+        "Where a function's gunicorn workers share their metrics (`/metrics` sums them). "
+        "`python -m shared.serving` empties it at start, or makes a fresh one when unset.",
+    ),
+    "otel_traces_exporter": Field(
+        "OTEL_TRACES_EXPORTER",
+        "none",
+        str,
+        "Tracing: `none` (off), `otlp` (to `OTEL_EXPORTER_OTLP_ENDPOINT`; the other standard `OTEL_*` variables apply) "
+        "or `console` (a JSON line per span on stdout).",
+    ),
 }
 
 
@@ -103,6 +120,9 @@ class Settings:
     threads: int
     worker_connections: int
     access_log: bool
+    metrics: bool
+    prometheus_multiproc_dir: str
+    otel_traces_exporter: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -141,6 +161,8 @@ class Settings:
             raise ValueError("LOG_FORMAT must be json or text")
         if self.stock_cache_ttl_seconds <= 0:
             raise ValueError("STOCK_CACHE_TTL_SECONDS must be positive")
+        if self.otel_traces_exporter not in {"none", "otlp", "console"}:
+            raise ValueError("OTEL_TRACES_EXPORTER must be none, otlp or console")
 
     def replace(self, **changes: Any) -> Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -8,6 +8,8 @@ from typing import Any
 
 from shared.errors import InvalidRequest
 
+# Used with fullmatch: Python's "$" also matches before a final newline, so
+# "iphone-17\n" would pass a plain match (the spec's ECMA patterns reject it).
 SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Deliberately ASCII-only: look-alike Unicode addresses (Cyrillic "а" for "a",
 # full-width "＠") cannot register a second account that displays the same.
@@ -50,7 +52,7 @@ def credentials(body: dict[str, Any], *, checking_strength: bool) -> Credentials
     if not isinstance(password, str):
         raise _invalid("password", "must be a string")
     email = email.strip().lower()
-    if len(email) > 254 or not EMAIL.match(email):
+    if len(email) > 254 or not EMAIL.fullmatch(email):
         raise _invalid("email", "is not a valid email address")
     if "\x00" in password:
         raise _invalid("password", "must not contain NUL")
@@ -64,7 +66,7 @@ def credentials(body: dict[str, Any], *, checking_strength: bool) -> Credentials
 
 
 def sku(value: Any, field: str = "sku") -> str:
-    if not isinstance(value, str) or not SKU.match(value):
+    if not isinstance(value, str) or not SKU.fullmatch(value):
         raise _invalid(field, "must be 1-64 letters, digits, '.', '_' or '-'")
     return value
 
@@ -72,7 +74,10 @@ def sku(value: Any, field: str = "sku") -> str:
 def order_request(body: dict[str, Any]) -> OrderRequest:
     _only(body, {"sku", "quantity"})
     quantity = body.get("quantity", 1)
-    # bool is an int in Python; true must not mean 1.
+    # JSON has one number type: 2.0 is the integer 2 (as JSON Schema's "integer"
+    # says), 2.5 is not. bool is an int in Python; true must not mean 1.
+    if isinstance(quantity, float) and quantity.is_integer():
+        quantity = int(quantity)
     if not isinstance(quantity, int) or isinstance(quantity, bool):
         raise _invalid("quantity", "must be a whole number")
     if not 1 <= quantity <= MAX_QUANTITY:
@@ -83,6 +88,6 @@ def order_request(body: dict[str, Any]) -> OrderRequest:
 def idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
-    if not IDEMPOTENCY_KEY.match(value):
+    if not IDEMPOTENCY_KEY.fullmatch(value):
         raise _invalid("Idempotency-Key", "must be 1-255 printable ASCII characters")
     return value

@@ -6,6 +6,7 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from shared import metrics
 from shared.context import context
 from shared.events import ORDER_PLACED, event_data
 from shared.http import Router
@@ -13,11 +14,12 @@ from shared.http import Router
 log = logging.getLogger("flashsale.events")
 
 # A CloudEvent function only answers POST; Knative's probes need GET /healthz and
-# /readyz. functions-framework loads this module inside its app context, so the
-# routes go on its app beside the event endpoint.
+# /readyz, and Prometheus GET /metrics. functions-framework loads this module inside
+# its app context, so the routes go on its app beside the event endpoint.
 health = Router("events")
 health.readiness = {"database": lambda: context().store.ping(), "redis": lambda: context().redis.ping()}
-for path in ("/healthz", "/readyz"):
+metrics.instrument(health, lambda: context().settings)
+for path in ("/healthz", "/readyz", "/metrics"):
     flask.current_app.add_url_rule(path, path, lambda: health.dispatch(flask.request), methods=["GET"])
 
 

@@ -3,7 +3,7 @@
 import functions_framework
 from flask import Request, Response
 
-from shared import validation
+from shared import metrics, tracing, validation
 from shared.context import context
 from shared.http import Router, json_response, read_json
 
@@ -18,6 +18,8 @@ router.readiness = {
     "redis": lambda: context().redis.ping(),
     "public_key": lambda: _loads(context().verifier.public_key),
 }
+metrics.instrument(router, lambda: context().settings)
+router.observers.append(tracing.name_span)
 
 
 @router.route("POST", "/orders")

@@ -3,7 +3,7 @@
 import functions_framework
 from flask import Request, Response
 
-from shared import validation
+from shared import metrics, tracing, validation
 from shared.context import context
 from shared.http import Router, json_response
 
@@ -12,6 +12,8 @@ router.readiness = {
     "database": lambda: context().store.ping(),
     "redis": lambda: context().redis.ping(),
 }
+metrics.instrument(router, lambda: context().settings)
+router.observers.append(tracing.name_span)
 
 
 @router.route("GET", "/stock/<sku>")

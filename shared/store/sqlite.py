@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS orders (
     status TEXT NOT NULL,
     idempotency_key TEXT,
     request_hash TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    cancelled_tickets TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS orders_idempotency ON orders (user_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -133,6 +134,16 @@ class SqliteStore:
                 self._connection().executescript(SCHEMA)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the database: {exc}") from exc
+        # Files made before orders kept a cancelled order's tickets get the
+        # column; under the write lock, so that of several processes one adds it.
+        if not self._has_column("orders", "cancelled_tickets"):
+            with self._errors(), self._transaction() as conn:
+                if not self._has_column("orders", "cancelled_tickets"):
+                    conn.execute("ALTER TABLE orders ADD COLUMN cancelled_tickets TEXT")
+
+    def _has_column(self, table: str, column: str) -> bool:
+        with self._errors(), self._lock:
+            return any(row[1] == column for row in self._connection().execute(f"PRAGMA table_info({table})"))
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -305,7 +316,7 @@ class SqliteStore:
             created_at=_dt(row[7]) or utcnow(),
         )
 
-    _ORDER_COLUMNS = "order_id, sku, user_id, quantity, status, idempotency_key, request_hash, created_at, NULL"
+    _ORDER_COLUMNS = "order_id, sku, user_id, quantity, status, idempotency_key, request_hash, created_at, cancelled_tickets"
 
     def _find_by_key(self, conn: sqlite3.Connection, user_id: str, key: str) -> Order | None:
         row = conn.execute(f"SELECT {self._ORDER_COLUMNS} FROM orders WHERE user_id = ? AND idempotency_key = ?", (user_id, key)).fetchone()
@@ -394,7 +405,10 @@ class SqliteStore:
             order = self._order(conn, row)
             if order.status != "confirmed":
                 return order
-            conn.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = ?", (order_id,))
+            conn.execute(
+                "UPDATE orders SET status = 'cancelled', cancelled_tickets = ? WHERE order_id = ?",
+                (",".join(str(t) for t in order.tickets), order_id),
+            )
             conn.execute("DELETE FROM order_tickets WHERE order_id = ?", (order_id,))
             conn.executemany("INSERT OR IGNORE INTO free_tickets (sku, ticket) VALUES (?, ?)", ((order.sku, t) for t in order.tickets))
             conn.execute(

@@ -1,0 +1,188 @@
+"""/metrics through functions-framework: the pinned names, bounded labels, each hook counted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared import metrics
+from shared.context import Context
+from shared.watch import Scrape
+from tests.clients import bearer, function_client
+
+pytestmark = pytest.mark.integration
+SKU = "obs-phone"
+
+
+def scrape(function: str) -> Scrape:
+    answer = function_client(function).get("/metrics")
+    assert answer.status_code == 200
+    assert answer.content_type.startswith("text/plain; version=0.0.4")
+    return Scrape.parse(answer.get_data(as_text=True))
+
+
+def counted(served_by: str, name: str, **labels: str) -> Callable[[], float]:
+    """A reader of one figure, to compare before and after (the registry lives as long as the test process)."""
+    return lambda: scrape(served_by).total(name, **labels)
+
+
+def buy(client, token, sku=SKU, quantity=1, key=None):  # type: ignore[no-untyped-def]
+    headers = bearer(token, **({"Idempotency-Key": key} if key else {}))
+    body = json.dumps({"sku": sku, "quantity": quantity})
+    return client.post("/orders", data=body, content_type="application/json", headers=headers)
+
+
+def test_every_function_serves_the_pinned_names_in_prometheus_text(ctx: Context) -> None:
+    for function in ("auth", "stock", "order", "events"):
+        function_client(function).get("/healthz")
+        text = function_client(function).get("/metrics").get_data(as_text=True)
+        families = {family.name for family in text_string_to_metric_families(text)}
+        exposed = {name.removesuffix("_total") for name in metrics.PINNED_NAMES}
+        assert exposed <= families, f"{function} lacks {exposed - families}"
+
+
+def test_latency_buckets_resolve_one_millisecond_to_thirty_seconds(ctx: Context) -> None:
+    function_client("stock").get("/healthz")
+    bounds = sorted(scrape("stock").buckets("flashsale_http_request_duration_seconds_bucket", function="stock", route="/healthz"))
+    assert bounds[0] == 0.001 and bounds[-2] == 30.0 and bounds[-1] == float("inf")
+    assert all(b / a <= 2.5 for a, b in zip(bounds, bounds[1:-1], strict=False)), bounds
+
+
+def test_requests_are_counted_under_their_route_even_when_refused(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_sale(SKU, 1, 1, None)
+    client = function_client("order")
+    sold_out = counted("order", "flashsale_http_requests_total", function="order", route="/orders", status="409")
+    created = counted("order", "flashsale_http_requests_total", function="order", route="/orders", status="201")
+    before = sold_out(), created()
+    assert buy(client, mint()[1]).status_code == 201
+    assert buy(client, mint()[1]).status_code == 409
+    assert (sold_out(), created()) == (before[0] + 1, before[1] + 1)
+
+
+def test_a_client_cannot_create_a_series(ctx: Context) -> None:
+    client = function_client("stock")
+    before = {(s.name, tuple(sorted(s.labels.items()))) for s in scrape("stock").samples}
+    for i in range(20):
+        client.get(f"/made-up-{i}")
+        client.get(f"/stock/made-up-sku-{i}")
+    after = {(s.name, tuple(sorted(s.labels.items()))) for s in scrape("stock").samples}
+    new_routes = {dict(labels).get("route") for _, labels in after - before}
+    assert new_routes <= {"other", "/stock/<sku>", "/metrics", None}, new_routes
+    assert not any("made-up" in value for _, labels in after for _, value in labels)
+
+
+def test_order_outcomes_are_counted_by_sku(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    ctx.store.create_sale(SKU, 2, 1, None)
+    ctx.store.create_sale("obs-later", 5, 1, datetime.now(UTC) + timedelta(hours=1))
+    client = function_client("order")
+    outcome = {o: counted("order", "flashsale_orders_total", sku=SKU, outcome=o) for o in metrics.ORDER_OUTCOMES}
+    before = {o: read() for o, read in outcome.items()}
+    later_before = scrape("order").total("flashsale_orders_total", sku="obs-later", outcome="sale_not_started")
+    _, token = mint()
+    assert buy(client, token, key="k1").status_code == 201
+    assert buy(client, token, key="k1").status_code == 201  # replay
+    assert buy(client, token).status_code == 409  # limit
+    assert buy(client, mint()[1]).status_code == 201
+    assert buy(client, mint()[1]).status_code == 409  # sold out
+    assert buy(client, mint()[1], sku="obs-later").status_code == 409
+    assert buy(client, mint()[1], sku="obs-nothing").status_code == 404
+    gained = {o: read() - before[o] for o, read in outcome.items()}
+    assert gained == {"confirmed": 2, "idempotent_replay": 1, "limit_reached": 1, "sold_out": 1, "sale_not_started": 0, "unavailable": 0}
+    page = scrape("order")
+    assert page.total("flashsale_orders_total", sku="obs-later", outcome="sale_not_started") == later_before + 1
+    assert page.total("flashsale_orders_total", sku="obs-nothing") == 0  # unknown skus are not counted
+    assert page.total("flashsale_sale_units", sku=SKU) == 2
+
+
+def test_sku_labels_are_capped() -> None:
+    label = metrics.SkuLabels(cap=2)
+    assert [label("a"), label("b"), label("c"), label("a")] == ["a", "b", "other", "a"]
+
+
+def test_unexpected_values_become_other() -> None:
+    before = metrics.REGISTRY.get_sample_value("flashsale_stock_reads_total", {"source": "other"}) or 0
+    metrics.observe_stock_read("somewhere-new")
+    assert metrics.REGISTRY.get_sample_value("flashsale_stock_reads_total", {"source": "other"}) == before + 1
+
+
+def test_stock_reads_by_source(ctx: Context) -> None:
+    ctx.store.create_sale(SKU, 3, 1, None)
+    client = function_client("stock")
+    reads = {s: counted("stock", "flashsale_stock_reads_total", source=s) for s in ("local", "redis", "database")}
+    before = {s: read() for s, read in reads.items()}
+    client.get(f"/stock/{SKU}")  # database, then cached
+    client.get(f"/stock/{SKU}")  # in-process
+    gained = {s: read() - before[s] for s, read in reads.items()}
+    assert gained == {"database": 1, "local": 1, "redis": 0}
+
+
+def test_logins_and_password_hashing(ctx: Context) -> None:
+    client = function_client("auth")
+    success = counted("auth", "flashsale_logins_total", outcome="success")
+    invalid = counted("auth", "flashsale_logins_total", outcome="invalid_credentials")
+    hashes = counted("auth", "flashsale_password_hash_seconds_count")
+    before = success(), invalid(), hashes()
+    creds = {"email": "obs@example.com", "password": "correct horse"}
+    client.post("/register", data=json.dumps(creds), content_type="application/json")
+    assert client.post("/login", data=json.dumps(creds), content_type="application/json").status_code == 200
+    wrong = {**creds, "password": "wrong horse!"}
+    assert client.post("/login", data=json.dumps(wrong), content_type="application/json").status_code == 401
+    assert (success(), invalid(), hashes()) == (before[0] + 1, before[1] + 1, before[2] + 3)
+
+
+def test_dependency_errors(ctx: Context, redis_server) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_sale(SKU, 3, 1, None)
+    redis_errors = counted("stock", "flashsale_dependency_errors_total", dependency="redis")
+    database_errors = counted("stock", "flashsale_dependency_errors_total", dependency="database")
+    before = redis_errors(), database_errors()
+    redis_server.stop()
+    assert function_client("stock").get(f"/stock/{SKU}").status_code == 200  # the database answers instead
+    assert redis_errors() == before[0] + 1
+    ctx.store.close()
+    ctx.store.stock_level = _failing  # type: ignore[method-assign]
+    ctx.stock._local.clear()
+    ctx.redis._open_until = 0.0
+    answer = function_client("stock").get(f"/stock/{SKU}")
+    assert answer.status_code == 503
+    assert database_errors() == before[1] + 1
+
+
+def _failing(sku: str) -> None:
+    from shared.errors import StoreError
+
+    raise StoreError("the database is gone")
+
+
+def test_the_api_spec_documents_metrics_on_every_function(ctx: Context) -> None:
+    from tests import openapi
+
+    path = openapi.spec()["paths"]["/metrics"]
+    assert {server["url"][-4:] for server in path["servers"]} == {"8081", "8082", "8083"}
+    assert "text/plain" in path["get"]["responses"]["200"]["content"]
+    for function in ("auth", "stock", "order"):
+        answer = function_client(function).get("/metrics")
+        assert answer.status_code == 200 and answer.mimetype == "text/plain"
+        assert function_client(function).post("/metrics").status_code == 405
+
+
+def test_metrics_off_counts_nothing(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    """METRICS=false is for measuring what counting costs (make bench): the same requests, no counts."""
+    from shared import context as context_module
+
+    ctx.store.create_sale(SKU, 1, 1, None)
+    requests = counted("order", "flashsale_http_requests_total", function="order", route="/orders")
+    orders = counted("order", "flashsale_orders_total", sku=SKU)
+    before = requests(), orders()
+    quiet = context_module.reset(ctx.settings.replace(metrics=False))
+    try:
+        assert buy(function_client("order"), mint()[1]).status_code == 201
+        assert buy(function_client("order"), mint()[1]).status_code == 409
+    finally:
+        quiet.store.close()
+        context_module.reset(ctx.settings)
+    assert (requests(), orders()) == before

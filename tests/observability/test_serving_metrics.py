@@ -1,0 +1,45 @@
+"""shared.serving as gunicorn's config module: its hooks, and a clean metrics directory per process group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gunicorn.config import Config
+
+from shared import serving
+from shared.settings import Settings
+
+
+def test_the_config_module_sets_only_its_hooks() -> None:
+    settings = set(Config().settings)
+    taken = {name for name in vars(serving) if name in settings}
+    assert taken == {"post_worker_init", "child_exit", "on_exit"}, taken
+
+
+def test_gunicorn_loads_the_hooks() -> None:
+    argv = serving.gunicorn_argv("order", Settings.from_env({}))
+    assert argv[argv.index("--config") + 1] == "python:shared.serving"
+
+
+def test_a_given_metrics_dir_is_emptied_of_old_counts(tmp_path: Path) -> None:
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "histogram_123.db").write_bytes(b"old")
+    (tmp_path / "keep.txt").write_text("not ours")
+    chosen = serving.metrics_dir("order", Settings.from_env({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}))
+    assert chosen == tmp_path and sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_without_one_each_group_gets_a_fresh_directory_removed_at_exit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    first = serving.metrics_dir("order", Settings.from_env({}))
+    second = serving.metrics_dir("order", Settings.from_env({}))
+    assert first != second and not any(first.iterdir())
+    for directory in (first, second):
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+        serving.on_exit(server=None)
+        assert not directory.exists()
+
+
+def test_on_exit_leaves_a_chosen_directory(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    serving.on_exit(server=None)
+    assert tmp_path.exists()

@@ -1,0 +1,87 @@
+"""/metrics under gunicorn with two workers: the process group's totals, equal to the database."""
+
+from __future__ import annotations
+
+import re
+import threading
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from shared.settings import Settings
+from shared.store import open_store
+from shared.tokens import TokenSigner
+from shared.watch import Scrape, fetch
+from tests.concurrency.test_http_race import press_buy
+
+pytestmark = [pytest.mark.integration, pytest.mark.concurrency]
+
+
+def metrics_dir(stack, function: str) -> Path:  # type: ignore[no-untyped-def]
+    """The directory shared.serving gave the function's gunicorn (the master is the process the stack started)."""
+    environ = Path(f"/proc/{stack.processes[function].pid}/environ")
+    if not environ.exists():
+        pytest.skip("needs /proc to find the gunicorn master's environment")
+    variables = dict(item.split("=", 1) for item in environ.read_text().split("\0") if "=" in item)
+    return Path(variables["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def healthz_count(scrape: Scrape) -> float:
+    return scrape.total("flashsale_http_requests_total", function="stock", route="/healthz", status="200")
+
+
+def test_every_scrape_answers_the_whole_process_group(stack) -> None:  # type: ignore[no-untyped-def]
+    url = stack.url("stock")
+    before = healthz_count(fetch(url))
+    requests = 300
+
+    def ping(_: int) -> None:
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as response:
+            assert response.status == 200
+
+    # Many connections at once, so that both workers accept some.
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(ping, range(requests)))
+
+    files = list(metrics_dir(stack, "stock").glob("counter_*.db"))
+    pids = {int(re.fullmatch(r"counter_(\d+)\.db", f.name).group(1)) for f in files}  # type: ignore[union-attr]
+    assert len(pids) >= 2, f"only one worker kept counts: {files}"
+    # Whichever worker answers the scrape, it reports the sum of both.
+    for _ in range(10):
+        assert healthz_count(fetch(url)) == before + requests
+
+
+def test_confirmed_orders_scraped_equal_the_database_sold_count(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """The issue's done-when: after a crowd, sum(flashsale_orders_total{outcome="confirmed"}) == sold, exactly."""
+    store = open_store(stack_settings)
+    sku = f"watch-{uuid.uuid4().hex[:6]}"
+    store.create_sale(sku, 60, 1, None)
+    users = store.ensure_users([f"{sku}-{i}@test.flashsale.dev" for i in range(200)], b"x")
+    signer = TokenSigner(stack_settings)
+    tokens = [signer.issue(u.user_id, u.email)[0] for u in users]
+    barrier = threading.Barrier(len(tokens))
+    statuses: list[int] = [0] * len(tokens)
+
+    def buyer(i: int) -> None:
+        barrier.wait()
+        statuses[i] = press_buy(stack.url("order"), tokens[i], sku, f"k{i}")[0]
+
+    threads = [threading.Thread(target=buyer, args=(i,)) for i in range(len(tokens))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    sold = store.sale_stats(sku).sold
+    assert sold == 60 == statuses.count(201)
+    pids = {f.name for f in metrics_dir(stack, "order").glob("counter_*.db")}
+    assert len(pids) >= 2, pids
+    for _ in range(5):  # every worker answers the same
+        page = fetch(stack.url("order"))
+        assert page.total("flashsale_orders_total", sku=sku, outcome="confirmed") == sold
+        assert page.total("flashsale_orders_total", sku=sku, outcome="sold_out") == statuses.count(409) == 140
+        assert page.total("flashsale_sale_units", sku=sku) == 60
+        assert page.total("flashsale_http_requests_total", function="order", route="/orders", status="201") >= sold
