@@ -1,0 +1,75 @@
+"""schemathesis against docs/openapi.yaml on the three running functions (real gunicorn, real redis-server and SQLite).
+
+For every operation it sends examples, boundary values and fuzzed requests
+(valid and invalid) and demands: no server error, every error a
+problem+json with its ``code``, and every answer (status, headers, body)
+as the spec documents it. /orders gets a valid token so that the fuzzing
+reaches past authentication.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import Case
+from schemathesis.specs.openapi.checks import positive_data_acceptance, unsupported_method
+
+from shared.settings import Settings
+from shared.store import open_store
+from shared.tokens import TokenSigner
+from tests.openapi import SPEC_PATH
+
+pytestmark = pytest.mark.integration
+
+schema = schemathesis.openapi.from_path(SPEC_PATH)
+SERVED_BY = {
+    "/register": ("auth",),
+    "/login": ("auth",),
+    "/.well-known/jwks.json": ("auth",),
+    "/stock/{sku}": ("stock",),
+    "/orders": ("order",),
+}
+EVERY_FUNCTION = ("auth", "stock", "order")
+
+# Every other built-in check runs. These two stay off until the spec and the
+# router say the same as the validation does (see docs/security.md, "Contract"):
+NOT_YET = {
+    # Schema-valid requests the server refuses with a documented 400: a quantity
+    # above 1000 (the spec has no maximum), an Idempotency-Key with a space (the
+    # spec allows \x20), a password with NUL or over 72 UTF-8 bytes (JSON Schema
+    # counts characters; the spec says so in prose).
+    positive_data_acceptance: "the spec does not state every limit the server enforces",
+    # TRACE /healthz answers 404 not_found where 405 method_not_allowed is due.
+    unsupported_method: "the router answers 404, not 405, for other methods on /healthz, /readyz and /metrics",
+}
+
+
+@schemathesis.check
+def problem_details(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Every error is RFC 9457 problem+json carrying a string ``code`` and its own status."""
+    if response.status_code < 400:
+        return None
+    content_type = (response.headers.get("content-type") or [""])[0]  # lower-case names, list values
+    assert content_type.startswith("application/problem+json"), f"{response.status_code} answered {content_type!r}"
+    body = json.loads(response.content)
+    assert isinstance(body.get("code"), str) and body.get("status") == response.status_code, body
+    assert "Traceback" not in response.text
+    return True
+
+
+@pytest.fixture(scope="module")
+def token(stack_settings: Settings) -> str:
+    user = open_store(stack_settings).ensure_users(["fuzzer@test.flashsale.dev"], b"not-a-login")[0]
+    return TokenSigner(stack_settings).issue(user.user_id, user.email)[0]
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_every_answer_is_documented(case: Case, stack, token: str) -> None:  # type: ignore[no-untyped-def,type-arg]
+    headers = {"Authorization": f"Bearer {token}"} if case.path == "/orders" else None
+    for function in SERVED_BY.get(case.path, EVERY_FUNCTION):
+        case.call_and_validate(base_url=stack.url(function), headers=headers, excluded_checks=list(NOT_YET), timeout=30)
