@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Request, Response
+from flask import Flask, Request, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.errors import (
@@ -158,17 +158,17 @@ class Router:
 
     def _match(self, request: Request) -> tuple[str, Callable[[], Response]]:
         path = request.path.rstrip("/") or "/"
-        if path == "/healthz" and request.method in {"GET", "HEAD"}:
-            return "/healthz", lambda: json_response({"status": "ok"})
-        if path == "/readyz" and request.method in {"GET", "HEAD"}:
-            return "/readyz", self._ready
+        if path in PROBES:
+            if request.method not in {"GET", "HEAD"}:
+                raise MethodNotAllowed("use GET or HEAD", headers={"Allow": "GET, HEAD"})
+            return path, (lambda: json_response({"status": "ok"})) if path == "/healthz" else self._ready
         allowed: set[str] = set()
         for method, regex, pattern, handler in self._routes:
             match = regex.match(path)
             if match is None:
                 continue
-            if method != request.method:
-                allowed.add(method)
+            if method != request.method and not (method == "GET" and request.method == "HEAD"):
+                allowed.update({method, "HEAD"} if method == "GET" else {method})
                 continue
             return pattern, functools.partial(handler, request, **match.groupdict())
         if allowed:
@@ -187,6 +187,15 @@ class Router:
         if all(v == "ok" for v in checks.values()):
             return json_response({"status": "ok", "checks": checks})
         return problem_response(Unavailable("a dependency does not answer", checks=checks))
+
+
+PROBES = ("/healthz", "/readyz")
+
+
+def install_problem_pages(app: Flask) -> None:
+    """Errors raised before a request reaches a function (werkzeug's router, a
+    malformed path) are problem+json too, not Flask's HTML pages."""
+    app.register_error_handler(HTTPException, lambda exc: problem_response(_from_http_exception(exc)))
 
 
 def _from_http_exception(exc: HTTPException) -> FlashsaleError:

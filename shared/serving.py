@@ -1,9 +1,12 @@
 """Serve one function under gunicorn, as its container does: ``python -m shared.serving [FUNCTION]``.
 
 Worker choices, per function:
-- auth burns CPU in bcrypt (which releases the GIL): gthread with one worker
-  per CPU and one thread each, so a pod hashes at most as many passwords as it
-  has CPUs and further logins wait in the queue instead of slowing all of them.
+- auth burns CPU in bcrypt (which releases the GIL): gevent, one worker per
+  CPU, each hashing in a pool of THREADS native threads (default 1; see
+  shared/blocking.py). A pod hashes at most as many passwords as it has CPUs,
+  further logins wait for a free hashing thread instead of slowing all of them,
+  and a slow client's half-sent request costs a greenlet, not a hashing slot
+  (with gthread, two trickling clients stalled a two-worker pod's logins).
 - stock and order wait on Redis and the database: gevent, one worker per CPU,
   10,000 connections each, so a burst of buyers queues inside the worker (where
   the gate answers most of them in microseconds) rather than in the kernel's
@@ -53,7 +56,8 @@ def worker_plan(function: str, settings: Settings) -> WorkerPlan:
         return WorkerPlan("gevent", workers, 1, settings.worker_connections)
     if function == "events":
         return WorkerPlan("gthread", settings.workers or 1, settings.threads or 4, 0)
-    return WorkerPlan("gthread", workers, settings.threads or 1, 0)
+    # auth: THREADS is the number of bcrypt hashes a worker runs at once.
+    return WorkerPlan("gevent", workers, settings.threads or 1, settings.worker_connections)
 
 
 def gunicorn_argv(function: str, settings: Settings, *, host: str = "0.0.0.0", port: int | None = None) -> list[str]:

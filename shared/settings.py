@@ -66,9 +66,9 @@ FIELDS: dict[str, Field] = {
     "log_level": Field("LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR."),
     "log_format": Field("LOG_FORMAT", "json", str, "`json` (one object a line) or `text` for a person at a terminal."),
     "workers": Field("WORKERS", 0, int, "gunicorn worker processes; 0 picks the function's default (one per CPU)."),
-    "threads": Field("THREADS", 0, int, "Threads per gthread worker (auth, events); 0 picks the default."),
+    "threads": Field("THREADS", 0, int, "auth: bcrypt hashes one worker runs at once (default 1); events: threads per worker (default 4)."),
     "worker_connections": Field(
-        "WORKER_CONNECTIONS", 10000, int, "Connections per gevent worker (stock, order): a burst queues here, not in the kernel."
+        "WORKER_CONNECTIONS", 10000, int, "Connections per gevent worker (auth, stock, order): a burst queues here, not in the kernel."
     ),
     "access_log": Field("ACCESS_LOG", False, _bool, "Also write gunicorn's access log."),
     "metrics": Field(

@@ -9,7 +9,7 @@ from cloudevents.http import CloudEvent
 from shared import metrics
 from shared.context import context
 from shared.events import ORDER_PLACED, event_data
-from shared.http import Router
+from shared.http import Router, install_problem_pages
 
 log = logging.getLogger("flashsale.events")
 
@@ -21,6 +21,7 @@ health.readiness = {"database": lambda: context().store.ping(), "redis": lambda:
 metrics.instrument(health, lambda: context().settings)
 for path in ("/healthz", "/readyz", "/metrics"):
     flask.current_app.add_url_rule(path, path, lambda: health.dispatch(flask.request), methods=["GET"])
+install_problem_pages(flask.current_app)
 
 
 @functions_framework.cloud_event

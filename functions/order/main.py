@@ -1,11 +1,12 @@
 """place-order: sells a unit to a buyer with a valid token, first come first served."""
 
+import flask
 import functions_framework
 from flask import Request, Response
 
 from shared import metrics, tracing, validation
 from shared.context import context
-from shared.http import Router, json_response, read_json
+from shared.http import Router, install_problem_pages, json_response, read_json
 
 
 def _loads(_key: object) -> None:
@@ -13,6 +14,7 @@ def _loads(_key: object) -> None:
 
 
 router = Router("order")
+install_problem_pages(flask.current_app)  # functions-framework imports this module inside its app context
 router.readiness = {
     "database": lambda: context().store.ping(),
     "redis": lambda: context().redis.ping(),

@@ -1,13 +1,15 @@
 """stock-check: how many units are left, from cache, within one cache lifetime of the truth."""
 
+import flask
 import functions_framework
 from flask import Request, Response
 
 from shared import metrics, tracing, validation
 from shared.context import context
-from shared.http import Router, json_response
+from shared.http import Router, install_problem_pages, json_response
 
 router = Router("stock")
+install_problem_pages(flask.current_app)  # functions-framework imports this module inside its app context
 router.readiness = {
     "database": lambda: context().store.ping(),
     "redis": lambda: context().redis.ping(),

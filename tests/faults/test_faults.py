@@ -30,11 +30,6 @@ def test_nothing_lost_nothing_oversold_nothing_left_unsold(scenario: Scenario, t
         assert verdict.other_answers["503 unavailable"] > 0, render([report])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth's gthread workers (1 thread each) block on a request being read: slow clients hold up logins"
-    " until auth reads requests off the thread pool (docs/reliability.md, 'Slow clients and auth')",
-)
 def test_slow_clients_do_not_hold_up_logins(tmp_path: Path) -> None:
     # 16 slow connections: every worker surely gets one, so the outcome does not hang on how accepts fall
     report = slow_auth.measure(tmp_path, logins=3, slow_clients=16)

@@ -1,0 +1,41 @@
+"""Run CPU-bound calls off a gevent worker's event loop.
+
+bcrypt holds the CPU for a quarter of a second and releases the GIL while it
+does. Run inline in a gevent worker it would freeze every other connection of
+that worker, slow clients' half-sent requests included; run in a small pool of
+native threads it leaves the loop free to accept, read and answer, while the
+pool's size caps how many hashes run at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_pools: dict[tuple[int, int], Any] = {}
+_lock = threading.Lock()
+
+
+def gevent_active() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey is not None and monkey.is_module_patched("socket"))
+
+
+def run_blocking(work: Callable[[], T], *, size: int = 1) -> T:
+    """``work()`` in a native thread pool of ``size`` when under gevent; inline otherwise."""
+    if not gevent_active():
+        return work()
+    key = (os.getpid(), size)
+    pool = _pools.get(key)
+    if pool is None:
+        from gevent.threadpool import ThreadPool
+
+        with _lock:
+            pool = _pools.setdefault(key, ThreadPool(maxsize=size))
+    result: T = pool.apply(work)
+    return result
