@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,11 @@ class Run:
     output: str
 
 
-def run_k6(script: str, env: dict[str, str], summary_file: Path, *, timeout: float = 600) -> Run:
+def run_k6(script: str, env: dict[str, str], summary_file: Path, *, timeout: float = 600, k6_args: Sequence[str] = ()) -> Run:
+    """Run one script (a name in loadtest/ or an absolute path); ``k6_args`` go before it (e.g. ``--out json=F``)."""
     summary_file.parent.mkdir(parents=True, exist_ok=True)
     completed = subprocess.run(
-        [k6_binary(), "run", "--quiet", "--no-color", str(LOADTEST / script)],
+        [k6_binary(), "run", "--quiet", "--no-color", *k6_args, str(LOADTEST / script)],
         env={**os.environ, **env, "SUMMARY_FILE": str(summary_file)},
         cwd=LOADTEST,
         capture_output=True,
@@ -136,7 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     raise_open_file_limit()
     workdir = Path(args.workdir)
     extra = dict(item.split("=", 1) for item in args.env)
-    stack_vars = {"LOGIN_RATE_PER_ADDRESS": "0", "LOGIN_RATE_PER_ACCOUNT": "0", "LOG_LEVEL": "WARNING", "BCRYPT_ROUNDS": "8"}
+    stack_vars = {
+        "LOGIN_RATE_PER_ADDRESS": "0",
+        "REGISTER_RATE_PER_ADDRESS": "0",
+        "LOGIN_RATE_PER_ACCOUNT": "0",
+        "LOG_LEVEL": "WARNING",
+        "BCRYPT_ROUNDS": "8",
+    }
     with (
         tempfile.TemporaryDirectory(prefix="flashsale-loadtest-") as scratch,
         local_stack(Path(scratch), extra_env=stack_vars) as (stack, _),

@@ -50,7 +50,8 @@ class Accounts:
     def hash_password(self, password: str) -> bytes:
         return self._timed(lambda: bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(self.rounds)))
 
-    def register(self, credentials: Credentials) -> dict[str, str]:
+    def register(self, credentials: Credentials, address: str) -> dict[str, str]:
+        self.limiter.check_registration(address)
         user = self.store.create_user(credentials.email, self.hash_password(credentials.password))
         log.info("user registered", extra={"user_id": user.user_id})
         return {"user_id": user.user_id, "email": user.email}

@@ -85,7 +85,9 @@ class Context:
     @cached_property
     def accounts(self) -> Accounts:
         s = self.settings
-        limiter = LoginLimiter(self.redis, s.login_rate_per_account, s.login_rate_per_address, s.login_rate_window_seconds)
+        limiter = LoginLimiter(
+            self.redis, s.login_rate_per_account, s.login_rate_per_address, s.login_rate_window_seconds, s.register_rate_per_address
+        )
         accounts = Accounts(self.store, self.signer, limiter, s.bcrypt_rounds, hashes_at_once=s.threads or 1)
         if s.metrics:
             accounts.observe_login.append(metrics.observe_login)

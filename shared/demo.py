@@ -40,7 +40,7 @@ def call(method: str, url: str, body: Any = None, token: str | None = None, key:
 def run_demo(*, buyers: int, stock: int, workdir: Path) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"flashsale demo: {buyers} buyers, {stock} units of {SKU}\n")
-    env = {"BCRYPT_ROUNDS": "8", "LOGIN_RATE_PER_ADDRESS": "0", "LOG_LEVEL": "WARNING", "WORKERS": "2"}
+    env = {"BCRYPT_ROUNDS": "8", "LOGIN_RATE_PER_ADDRESS": "0", "REGISTER_RATE_PER_ADDRESS": "0", "LOG_LEVEL": "WARNING", "WORKERS": "2"}
     with local_stack(workdir, extra_env=env) as (stack, _redis):
         print("1. stack up: " + ", ".join(f"{f} {stack.url(f)}" for f in stack.functions))
         settings = Settings.from_env({"DATABASE_URL": stack.env["DATABASE_URL"], "REDIS_URL": stack.env["REDIS_URL"]})

@@ -18,22 +18,33 @@ log = logging.getLogger(__name__)
 
 
 class LoginLimiter:
-    def __init__(self, redis: RedisConn, per_account: int, per_address: int, window_seconds: int) -> None:
+    def __init__(
+        self, redis: RedisConn, per_account: int, per_address: int, window_seconds: int, registrations_per_address: int = 0
+    ) -> None:
         self.redis = redis
         self.per_account = per_account
         self.per_address = per_address
+        self.registrations_per_address = registrations_per_address
         self.window = max(1, window_seconds)
 
     def check(self, email: str, address: str) -> None:
-        """Count one attempt; raise RateLimited if either limit is over."""
+        """Count one login attempt; raise RateLimited if either limit is over."""
+        self._count(
+            [
+                ("account", email, self.per_account, "login attempts from this account"),
+                ("address", address, self.per_address, "login attempts from this address"),
+            ]
+        )
+
+    def check_registration(self, address: str) -> None:
+        """Count one registration: each costs a bcrypt hash, so a script must not make them freely."""
+        self._count([("register", address, self.registrations_per_address, "registrations from this address")])
+
+    def _count(self, limits: list[tuple[str, str, int, str]]) -> None:
         now = time.time()
         window = int(now // self.window)
         retry_after = int(self.window - now % self.window) + 1
-        limits = [
-            (f"fs:rl:account:{_digest(email)}:{window}", self.per_account, "this account"),
-            (f"fs:rl:address:{_digest(address)}:{window}", self.per_address, "this address"),
-        ]
-        active = [(key, limit, who) for key, limit, who in limits if limit > 0]
+        active = [(f"fs:rl:{kind}:{_digest(who)}:{window}", limit, what) for kind, who, limit, what in limits if limit > 0]
         if not active:
             return
 
@@ -47,11 +58,11 @@ class LoginLimiter:
         try:
             counts = self.redis.call(count)
         except RedisDown:
-            log.warning("login rate limits skipped: redis unavailable")
+            log.warning("rate limits skipped: redis unavailable")
             return
         for (_, limit, who), seen in zip(active, counts, strict=True):
             if int(seen) > limit:
-                raise RateLimited(retry_after, f"too many login attempts from {who}")
+                raise RateLimited(retry_after, f"too many {who}")
 
 
 def _digest(value: str) -> str:

@@ -59,6 +59,7 @@ FIELDS: dict[str, Field] = {
     ),
     "login_rate_per_account": Field("LOGIN_RATE_PER_ACCOUNT", 10, int, "Login attempts per account per window (0 disables)."),
     "login_rate_per_address": Field("LOGIN_RATE_PER_ADDRESS", 100, int, "Login attempts per client address per window (0 disables)."),
+    "register_rate_per_address": Field("REGISTER_RATE_PER_ADDRESS", 20, int, "Registrations per client address per window (0 disables)."),
     "login_rate_window_seconds": Field("LOGIN_RATE_WINDOW_SECONDS", 60, int, "Window of the login rate limits."),
     "trusted_proxies": Field("TRUSTED_PROXIES", 0, int, "How many `X-Forwarded-For` hops to trust when finding the client address."),
     "max_body_bytes": Field("MAX_BODY_BYTES", 16384, int, "Largest request body accepted (413 above)."),
@@ -110,6 +111,7 @@ class Settings:
     sold_out_memo_seconds: float
     login_rate_per_account: int
     login_rate_per_address: int
+    register_rate_per_address: int
     login_rate_window_seconds: int
     trusted_proxies: int
     max_body_bytes: int

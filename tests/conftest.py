@@ -92,7 +92,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     from shared.devstack import local_stack
 
     workdir = tmp_path_factory.mktemp("stack")
-    env = {"WORKERS": "2", "BCRYPT_ROUNDS": "4", "LOGIN_RATE_PER_ADDRESS": "0", "LOGIN_RATE_PER_ACCOUNT": "0", "LOG_LEVEL": "INFO"}
+    env = {
+        "WORKERS": "2",
+        "BCRYPT_ROUNDS": "4",
+        "LOGIN_RATE_PER_ADDRESS": "0",
+        "REGISTER_RATE_PER_ADDRESS": "0",
+        "LOGIN_RATE_PER_ACCOUNT": "0",
+        "LOG_LEVEL": "INFO",
+    }
     with local_stack(workdir, extra_env=env, functions=("events", "auth", "stock", "order")) as (running, redis):
         yield running
 

@@ -29,7 +29,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 def register(request: Request) -> Response:
     ctx = context()
     body = read_json(request, ctx.settings.max_body_bytes)
-    user = ctx.accounts.register(validation.credentials(body, checking_strength=True))
+    credentials = validation.credentials(body, checking_strength=True)
+    user = ctx.accounts.register(credentials, client_address(request, ctx.settings.trusted_proxies))
     return json_response(user, 201, NO_STORE)
 
 

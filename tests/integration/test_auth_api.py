@@ -133,3 +133,15 @@ def test_login_still_works_when_redis_is_down(tmp_path, keys) -> None:  # type: 
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json["checks"]["redis"].startswith("error")
     openapi.check("/readyz", "GET", ready.status_code, ready.content_type, ready.data)
+
+
+def test_registrations_per_address_are_limited(tmp_path, redis_url, keys) -> None:  # type: ignore[no-untyped-def]
+    from shared import context
+    from tests.conftest import make_settings
+
+    ctx = context.reset(make_settings(tmp_path, redis_url, keys, REGISTER_RATE_PER_ADDRESS="2"))
+    client = function_client("auth")
+    codes = [post(client, "/register", {"email": f"u{i}@example.com", "password": "correct horse"}).status_code for i in range(3)]
+    assert codes == [201, 201, 429]
+    assert ctx.store.get_user_by_email("u2@example.com") is None  # refused before any hashing or writing
+    assert post(client, "/login", {"email": "u0@example.com", "password": "correct horse"}).status_code == 200
