@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import functions_framework
 from flask.testing import FlaskClient
+
+from shared.models import User
+from shared.settings import Settings
+from shared.store import Store, open_store
+from shared.tokens import TokenSigner
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"auth": "auth", "stock": "stock", "order": "order", "events": "order_placed"}
@@ -19,3 +29,35 @@ def function_client(function: str) -> FlaskClient:
 
 def bearer(token: str, **extra: str) -> dict[str, Any]:
     return {"Authorization": f"Bearer {token}", **extra}
+
+
+@dataclass(frozen=True)
+class SaleOnStack:
+    store: Store
+    sku: str
+    users: list[User]
+    tokens: list[str]
+
+
+def sale_with_buyers(settings: Settings, prefix: str, *, stock: int, buyers: int) -> SaleOnStack:
+    """A fresh sale on the stack's database and ``buyers`` real users with signed tokens."""
+    store = open_store(settings)
+    sku = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    store.create_sale(sku, stock, 1, None)
+    users = store.ensure_users([f"{sku}-{i}@test.flashsale.dev" for i in range(buyers)], b"x")
+    signer = TokenSigner(settings)
+    return SaleOnStack(store, sku, users, [signer.issue(u.user_id, u.email)[0] for u in users])
+
+
+def press_buy(url: str, token: str, sku: str, key: str) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        url + "/orders",
+        data=json.dumps({"sku": sku}).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": key},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

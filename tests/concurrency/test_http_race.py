@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import threading
-import urllib.error
-import urllib.request
-import uuid
 
 import pytest
 
 from shared.settings import Settings
-from shared.store import open_store
-from shared.tokens import TokenSigner
+from tests.clients import press_buy, sale_with_buyers
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.integration]
 
 
-def press_buy(url: str, token: str, sku: str, key: str) -> tuple[int, dict[str, object]]:
-    request = urllib.request.Request(
-        url + "/orders",
-        data=json.dumps({"sku": sku}).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": key},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def test_a_crowd_buys_exactly_the_stock(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    store = open_store(stack_settings)
-    sku = f"crowd-{uuid.uuid4().hex[:6]}"
-    store.create_sale(sku, 100, 1, None)
-    users = store.ensure_users([f"{sku}-{i}@test.flashsale.dev" for i in range(400)], b"x")
-    signer = TokenSigner(stack_settings)
-    tokens = [signer.issue(u.user_id, u.email)[0] for u in users]
+    sale = sale_with_buyers(stack_settings, "crowd", stock=100, buyers=400)
+    store, sku, users, tokens = sale.store, sale.sku, sale.users, sale.tokens
     answers: list[tuple[int, dict[str, object]]] = [(0, {})] * len(tokens)
     barrier = threading.Barrier(len(tokens))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import json
 import socket
 import threading
 import time
@@ -20,8 +19,7 @@ from shared.context import Context
 from shared.events import ORDER_PLACED, EventEmitter
 from shared.sales_feed import sales_key
 from shared.settings import Settings
-from shared.store import open_store
-from tests.clients import bearer, function_client
+from tests.clients import bearer, function_client, press_buy, sale_with_buyers
 
 pytestmark = pytest.mark.integration
 SKU = "iphone-17"
@@ -129,27 +127,10 @@ def test_a_dead_or_hanging_sink_never_slows_or_fails_an_order(tmp_path, redis_ur
 
 
 def test_orders_on_the_stack_reach_the_consumer(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    store = open_store(stack_settings)
-    sku = f"events-{uuid.uuid4().hex[:6]}"
-    store.create_sale(sku, 3, 1, None)
-    users = store.ensure_users([f"{sku}-{i}@x.dev" for i in range(5)], b"h")
-    from shared.tokens import TokenSigner
-
-    signer = TokenSigner(stack_settings)
-    import urllib.error
-    import urllib.request
-
-    for user in users:
-        request = urllib.request.Request(
-            stack.url("order") + "/orders",
-            data=json.dumps({"sku": sku}).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {signer.issue(user.user_id, user.email)[0]}"},
-            method="POST",
-        )
-        try:
-            urllib.request.urlopen(request, timeout=10).close()
-        except urllib.error.HTTPError as error:
-            error.close()
+    sale = sale_with_buyers(stack_settings, "events", stock=3, buyers=5)
+    store, sku = sale.store, sale.sku
+    statuses = [press_buy(stack.url("order"), token, sku, f"k{i}")[0] for i, token in enumerate(sale.tokens)]
+    assert statuses == [201, 201, 201, 409, 409]
     redis = redis_lib.Redis.from_url(stack_settings.redis_url)
     deadline = time.monotonic() + 10
     while redis.hget(sales_key(sku), "units") != b"3":

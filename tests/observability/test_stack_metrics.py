@@ -5,17 +5,14 @@ from __future__ import annotations
 import re
 import threading
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from shared.settings import Settings
-from shared.store import open_store
-from shared.tokens import TokenSigner
 from shared.watch import Scrape, fetch
-from tests.concurrency.test_http_race import press_buy
+from tests.clients import press_buy, sale_with_buyers
 
 pytestmark = [pytest.mark.integration, pytest.mark.concurrency]
 
@@ -56,12 +53,8 @@ def test_every_scrape_answers_the_whole_process_group(stack) -> None:  # type: i
 
 def test_confirmed_orders_scraped_equal_the_database_sold_count(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
     """The issue's done-when: after a crowd, sum(flashsale_orders_total{outcome="confirmed"}) == sold, exactly."""
-    store = open_store(stack_settings)
-    sku = f"watch-{uuid.uuid4().hex[:6]}"
-    store.create_sale(sku, 60, 1, None)
-    users = store.ensure_users([f"{sku}-{i}@test.flashsale.dev" for i in range(200)], b"x")
-    signer = TokenSigner(stack_settings)
-    tokens = [signer.issue(u.user_id, u.email)[0] for u in users]
+    sale = sale_with_buyers(stack_settings, "watch", stock=60, buyers=200)
+    store, sku, tokens = sale.store, sale.sku, sale.tokens
     barrier = threading.Barrier(len(tokens))
     statuses: list[int] = [0] * len(tokens)
 

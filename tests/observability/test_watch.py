@@ -11,9 +11,8 @@ import pytest
 
 from shared.settings import Settings
 from shared.store import open_store
-from shared.tokens import TokenSigner
 from shared.watch import Scrape, quantile
-from tests.concurrency.test_http_race import press_buy
+from tests.clients import press_buy, sale_with_buyers
 from tests.conftest import ROOT
 
 PAGE = """\
@@ -72,12 +71,9 @@ def test_a_second_frame_shows_rates_and_the_recent_p99(monkeypatch: pytest.Monke
 
 @pytest.mark.integration
 def test_once_shows_the_sale_against_the_stack(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    store = open_store(stack_settings)
-    sku = f"watched-{uuid.uuid4().hex[:6]}"
-    store.create_sale(sku, 3, 1, None)
-    users = store.ensure_users([f"{sku}-{i}@test.flashsale.dev" for i in range(5)], b"x")
-    signer = TokenSigner(stack_settings)
-    statuses = [press_buy(stack.url("order"), signer.issue(u.user_id, u.email)[0], sku, "k")[0] for u in users]
+    sale = sale_with_buyers(stack_settings, "watched", stock=3, buyers=5)
+    sku = sale.sku
+    statuses = [press_buy(stack.url("order"), token, sku, "k")[0] for token in sale.tokens]
     assert statuses == [201, 201, 201, 409, 409]
 
     env = {**os.environ, **stack.env, "COLUMNS": "100"}
