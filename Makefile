@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SKU ?= iphone-17
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup redis run demo test lint typecheck unit lock loadtest faults images deploy clean
+.PHONY: help setup redis run demo test lint typecheck unit lock loadtest bench faults images deploy clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ unit: setup ## the fast tests only (no servers)
 
 loadtest: setup ## the k6 crowd (BUYERS=10000 STOCK=1000) against a private local stack, judged from the database
 	$(BIN)/python -m loadtest.run --buyers $(or $(BUYERS),10000) --stock $(or $(STOCK),1000)
+
+bench: setup ## every scenario beside its baseline: report, charts and figures in bench/results/<timestamp>/ (BENCH_ARGS=--quick for a short run)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 faults: setup ## every fault scenario at full size (SIGKILL, Redis restart/flush/down, database locked/failing, retries, slow clients)
 	$(BIN)/python -m tests.faults

@@ -1,0 +1,194 @@
+"""Everything one benchmark run measured, in one JSON-able tree, and the
+per-process figures a capacity plan reads from it (``figures.json``)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.measure import Measure, ratio
+
+
+@dataclass
+class Pair:
+    """One scenario on the baseline and on flashsale, run back to back."""
+
+    baseline: Measure
+    real: Measure
+
+    @property
+    def rps_ratio(self) -> float | None:
+        return ratio(self.real.rps, self.baseline.rps)
+
+    @property
+    def p99_ratio(self) -> float | None:
+        return ratio(self.real.p99_ms, self.baseline.p99_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"baseline": self.baseline.to_json(), "real": self.real.to_json(), "rps_ratio": self.rps_ratio, "p99_ratio": self.p99_ratio}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Pair:
+        return cls(Measure.from_json(data["baseline"]), Measure.from_json(data["real"]))
+
+
+@dataclass
+class CrowdRound(Pair):
+    """One crowd on each; ``checks`` are the real crowd's outcome read from the database."""
+
+    number: int = 0
+    checks: dict[str, bool] = field(default_factory=dict)
+    sale: dict[str, Any] = field(default_factory=dict)
+    waited_s: dict[str, float] = field(default_factory=dict)  # TIME_WAIT drain before each crowd
+    start_lag_p99_ms: dict[str, float | None] = field(default_factory=dict)  # k6's own lateness firing the buyers
+
+    @property
+    def correct(self) -> bool:
+        return bool(self.checks) and all(self.checks.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **super().to_json(),
+            "number": self.number,
+            "checks": self.checks,
+            "sale": self.sale,
+            "waited_s": self.waited_s,
+            "start_lag_p99_ms": self.start_lag_p99_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CrowdRound:
+        return cls(
+            Measure.from_json(data["baseline"]),
+            Measure.from_json(data["real"]),
+            data["number"],
+            data["checks"],
+            data["sale"],
+            data["waited_s"],
+            data.get("start_lag_p99_ms", {}),
+        )
+
+
+def pick(values: list[float | None], how: str, *, higher_is_better: bool) -> float | None:
+    """The median, or the best, of the values that were measured."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if how == "best":
+        return max(present) if higher_is_better else min(present)
+    return round(statistics.median(present), 3)
+
+
+@dataclass
+class Results:
+    meta: dict[str, Any] = field(default_factory=dict)  # when, machine, settings, command
+    workers: dict[str, int] = field(default_factory=dict)  # gunicorn workers serving each function
+    crowd: list[CrowdRound] = field(default_factory=list)
+    pairs: dict[str, Pair] = field(default_factory=dict)  # losers, stock-200, stock-1000
+    login: Measure | None = None
+    bcrypt: dict[str, Any] = field(default_factory=dict)  # micro.Rate.to_json()
+    isolation: dict[str, Measure] = field(default_factory=dict)  # split-alone, split-storm, monolith-alone, monolith-storm
+    storm_logins: dict[str, Measure] = field(default_factory=dict)  # the storm's own logins, split and monolith
+    seed_matrix: dict[str, dict[str, Any]] = field(default_factory=dict)  # flashsale|baseline -> function -> figures
+    micro: dict[str, dict[str, Any]] = field(default_factory=dict)  # gate, database
+    profiles: list[dict[str, Any]] = field(default_factory=list)  # profile.Profile.to_json()
+    notes: list[str] = field(default_factory=list)
+
+    # the crowd, over its rounds --------------------------------------------
+    @property
+    def crowd_pick(self) -> str:
+        return str(self.meta.get("crowd_pick", "median"))
+
+    def crowd_value(self, get: Any, *, higher_is_better: bool) -> float | None:
+        return pick([get(r) for r in self.crowd], self.crowd_pick, higher_is_better=higher_is_better)
+
+    @property
+    def crowd_p99_ratio(self) -> float | None:
+        return self.crowd_value(lambda r: r.p99_ratio, higher_is_better=False)
+
+    @property
+    def crowd_rps_ratio(self) -> float | None:
+        return self.crowd_value(lambda r: r.rps_ratio, higher_is_better=True)
+
+    # the other comparisons ---------------------------------------------------
+    @property
+    def login_ratio(self) -> float | None:
+        return ratio(self.login.rps if self.login else None, self.bcrypt.get("per_second"))
+
+    def storm_ratio(self, deployment: str) -> float | None:
+        """buyers' p95 during the login storm / alone, for split or monolith."""
+        storm, alone = self.isolation.get(f"{deployment}-storm"), self.isolation.get(f"{deployment}-alone")
+        return ratio(storm.p95_ms if storm else None, alone.p95_ms if alone else None)
+
+    # per-process figures -----------------------------------------------------
+    def figures(self) -> dict[str, Any]:
+        """The shape the capacity planner reads; every number measured in this run (None where not)."""
+        order_workers = self.workers.get("order") or 1
+        stock_workers = self.workers.get("stock") or 1
+        auth_cpus = self.workers.get("auth_cpus") or self.workers.get("auth") or 1
+        losers = self.pairs.get("losers")
+        stock = _busiest([p.real for name, p in self.pairs.items() if name.startswith("stock")])
+        crowd_rps = self.crowd_value(lambda r: r.real.rps, higher_is_better=True)
+        crowd_p99 = self.crowd_value(lambda r: r.real.p99_ms, higher_is_better=False)
+        return {
+            "measured_at": self.meta.get("measured_at"),
+            "command": self.meta.get("command", "make bench"),
+            "cpus": self.meta.get("cpus"),
+            "bcrypt_rounds": self.meta.get("bcrypt_rounds"),
+            "order": {
+                "losers_rps_per_process": _per(losers.real.rps if losers else None, order_workers),
+                "crowd_rps_per_process": _per(crowd_rps, order_workers),
+                "p99_ms": crowd_p99,
+            },
+            "stock": {"rps_per_process": _per(stock.rps if stock else None, stock_workers), "p99_ms": stock.p99_ms if stock else None},
+            "auth": {
+                "logins_per_s_per_cpu": _per(self.login.rps if self.login else None, auth_cpus),
+                "bcrypt_verify_ms": self.bcrypt.get("ms_per_call"),
+            },
+            "redis": {"gate_admits_per_s": self.micro.get("gate", {}).get("per_second")},
+            "database": {"orders_per_s": self.micro.get("database", {}).get("per_second")},
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "workers": self.workers,
+            "crowd": [r.to_json() for r in self.crowd],
+            "pairs": {name: p.to_json() for name, p in self.pairs.items()},
+            "login": self.login.to_json() if self.login else None,
+            "bcrypt": self.bcrypt,
+            "isolation": {name: m.to_json() for name, m in self.isolation.items()},
+            "storm_logins": {name: m.to_json() for name, m in self.storm_logins.items()},
+            "seed_matrix": self.seed_matrix,
+            "micro": self.micro,
+            "profiles": self.profiles,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Results:
+        return cls(
+            meta=data.get("meta", {}),
+            workers=data.get("workers", {}),
+            crowd=[CrowdRound.from_json(r) for r in data.get("crowd", [])],
+            pairs={name: Pair.from_json(p) for name, p in data.get("pairs", {}).items()},
+            login=Measure.from_json(data["login"]) if data.get("login") else None,
+            bcrypt=data.get("bcrypt", {}),
+            isolation={name: Measure.from_json(m) for name, m in data.get("isolation", {}).items()},
+            storm_logins={name: Measure.from_json(m) for name, m in data.get("storm_logins", {}).items()},
+            seed_matrix=data.get("seed_matrix", {}),
+            micro=data.get("micro", {}),
+            profiles=data.get("profiles", []),
+            notes=data.get("notes", []),
+        )
+
+
+def _per(value: float | None, processes: int) -> float | None:
+    return None if value is None else round(value / processes, 2)
+
+
+def _busiest(measures: list[Measure]) -> Measure | None:
+    """The run with the highest rate: the closest this machine came to the function's capacity."""
+    rated = [m for m in measures if m.rps is not None]
+    return max(rated, key=lambda m: m.rps or 0.0) if rated else None

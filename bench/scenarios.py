@@ -1,0 +1,250 @@
+"""The benchmark's scenarios. Each runs on the baseline and on flashsale back to
+back (or, for login, beside raw bcrypt; for isolation, alone and in a storm),
+prints one progress line, and files its figures in :class:`Results`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bench import load, micro, net
+from bench.config import Config, machine_cpus
+from bench.measure import Measure, load_average, measure
+from bench.profile import recording
+from bench.results import CrowdRound, Pair, Results
+from bench.sites import Site, open_sale
+from shared.settings import Settings
+from shared.store import open_store
+
+TIMEWAIT_LIFETIME_S = 60  # Linux's fixed TCP_TIMEWAIT_LEN
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}{unit}" if abs(value) >= 100 else f"{value:,.2f}{unit}"
+
+
+class Bench:
+    def __init__(self, config: Config, results: Results, out: Path, scratch: Path) -> None:
+        self.config = config
+        self.results = results
+        self.out = out
+        self.raw = out / "raw"
+        self.scratch = scratch
+        self.started = time.monotonic()
+        self.last_crowd_ended: float | None = None
+        self.sold_out_sku: str | None = None
+
+    # output --------------------------------------------------------------------
+    def say(self, scenario: str, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:5.0f}s] {scenario:<18} {text}", flush=True)
+
+    def note(self, text: str) -> None:
+        self.results.notes.append(text)
+        self.say("note", text)
+
+    # running one load -----------------------------------------------------------
+    def run(self, script: str, env: dict[str, str], label: str, scenario: str, seconds: float | None) -> tuple[load.Load, Measure]:
+        """``seconds``: the nominal duration of a sustained run; None for the crowd (see measure.measure)."""
+        started_load = load_average()
+        result = load.run(script, env, self.raw, label)
+        if not result.summary.get("setup_ok", False):
+            tail = "\n".join(result.output.strip().splitlines()[-5:])
+            raise RuntimeError(f"{label}: k6 stopped before the load (exit {result.exit_code}):\n{tail}")
+        return result, measure(result, scenario, seconds, load_average=started_load)
+
+    def pair(self, name: str, script: str, sites: dict[str, Site], sku: str, scenario: str, seconds: float, **knobs: object) -> Pair:
+        """The same load on the baseline, then on flashsale."""
+        _, baseline = self.run(script, sites["baseline"].env(sku, **knobs), f"{name}-baseline", scenario, seconds)
+        _, real = self.run(script, sites["flashsale"].env(sku, **knobs), f"{name}-flashsale", scenario, seconds)
+        found = Pair(baseline, real)
+        self.results.pairs[name] = found
+        self.say(
+            name,
+            f"baseline {fmt(baseline.rps)} req/s p99 {fmt(baseline.p99_ms, ' ms')} | flashsale {fmt(real.rps)} req/s "
+            f"p99 {fmt(real.p99_ms, ' ms')} | req/s {fmt(found.rps_ratio, 'x')}, p99 {fmt(found.p99_ratio, 'x')}",
+        )
+        return found
+
+    # the crowd ------------------------------------------------------------------------
+    def drain(self) -> float:
+        """Let the previous crowd's TIME_WAIT sockets go; returns the seconds waited."""
+        if self.last_crowd_ended is None:
+            return 0.0
+        # Ours are gone a minute after the crowd ended; whatever is left then is someone else's.
+        deadline = max(0.0, self.last_crowd_ended + TIMEWAIT_LIFETIME_S + 2 - time.monotonic())
+        drained = net.drain_timewait(self.config.timewait_below, min(deadline, self.config.timewait_deadline_s))
+        return round(drained.waited_s, 1)
+
+    def crowd(self, sites: dict[str, Site], number: int) -> CrowdRound:
+        c = self.config
+        settings = sites["flashsale"].settings
+        sku = open_sale(settings, c.stock, 1, prefix=f"crowd{number}")
+        knobs = {"BUYERS": c.buyers, "START_DELAY": "3s"}
+        waited: dict[str, float] = {}
+        lag: dict[str, float | None] = {}
+        measured: dict[str, Measure] = {}
+        for target in ("baseline", "flashsale"):
+            waited[target] = self.drain()
+            result, measured[target] = self.run("flash-sale.js", sites[target].env(sku, **knobs), f"crowd-{number}-{target}", "crowd", None)
+            self.last_crowd_ended = time.monotonic()
+            # How late k6 itself fired the buyers after the common instant: the client's share of the latency.
+            lag[target] = ((result.summary.get("crowd") or {}).get("start_lag_ms") or {}).get("p99")
+        store = open_store(settings)
+        stats = store.sale_stats(sku)
+        store.close()
+        real = measured["flashsale"]
+        others = {s: n for s, n in real.statuses.items() if s not in {"201", "409", "timeout", "connection"}}
+        expected = min(c.stock, c.buyers)
+        checks = {
+            f"sold exactly {expected:,} (database)": stats.sold == expected,
+            f"tickets 1..{expected:,}, each once": stats.sold == expected and not (stats.duplicate_tickets or stats.tickets_out_of_range),
+            "201s match the database": real.statuses.get("201", 0) == stats.sold,
+            "no buyer over the limit": stats.max_units_per_buyer <= stats.per_user_limit,
+            "every answer was 201 or 409": not others,
+            "no timeouts": real.timeouts == 0,
+            "database invariants hold": stats.invariants_hold,
+        }
+        found = CrowdRound(measured["baseline"], real, number, checks, stats.to_public(), waited, lag)
+        self.results.crowd.append(found)
+        self.sold_out_sku = self.sold_out_sku or sku
+        verdict = "correct" if found.correct else "WRONG: " + ", ".join(name for name, ok in checks.items() if not ok)
+        self.say(
+            f"crowd {number}/{c.crowd_rounds}",
+            f"sold {stats.sold:,} ({verdict}); p99 baseline {fmt(found.baseline.p99_ms, ' ms')} flashsale "
+            f"{fmt(real.p99_ms, ' ms')} ({fmt(found.p99_ratio, 'x')}); answered/s {fmt(found.rps_ratio, 'x')}; "
+            f"no answer: baseline {found.baseline.connection_errors:,} conn + {found.baseline.timeouts} timeouts, "
+            f"flashsale {real.connection_errors:,} conn + {real.timeouts} timeouts; drained {waited}",
+        )
+        return found
+
+    # sustained ----------------------------------------------------------------------------
+    def sold_out(self, site: Site) -> str:
+        """The first crowd's sale (sold out by it), or a sale of nothing when no crowd ran."""
+        if self.sold_out_sku is None:
+            self.sold_out_sku = open_sale(site.settings, 0, 1, prefix="sold-out")
+        return self.sold_out_sku
+
+    def losers(self, sites: dict[str, Site]) -> None:
+        c = self.config
+        sku = self.sold_out(sites["flashsale"])
+        self.pair("losers", "buyers.js", sites, sku, "buyers", c.duration_s, VUS=c.losers_vus, DURATION=f"{c.duration_s}s")
+
+    def stock_check(self, sites: dict[str, Site], vus: int) -> None:
+        c = self.config
+        sku = self.sold_out(sites["flashsale"])
+        self.pair(f"stock-{vus}", "stock-check.js", sites, sku, "stock_reads", c.duration_s, VUS=vus, DURATION=f"{c.duration_s}s")
+
+    def login(self, sites: dict[str, Site]) -> None:
+        c = self.config
+        cpus = len(machine_cpus())
+        before = micro.bcrypt_verify(c.bcrypt_rounds, cpus, c.bcrypt_seconds)
+        vus = c.login_vus_per_cpu * cpus
+        _, login = self.run(
+            "login-storm.js", sites["flashsale"].env("-", VUS=vus, DURATION=f"{c.duration_s}s"), "login", "login_storm", c.duration_s
+        )
+        after = micro.bcrypt_verify(c.bcrypt_rounds, cpus, c.bcrypt_seconds)
+        # Measured on each side of the logins; the faster is the ceiling the logins are held to.
+        raw = max(before, after, key=lambda rate: rate.per_second)
+        self.results.bcrypt = {**raw.to_json(), "before": before.to_json(), "after": after.to_json()}
+        self.results.login = login
+        self.say(
+            "login",
+            f"raw bcrypt (cost {c.bcrypt_rounds}, {cpus} processes) {fmt(before.per_second)}/s before, {fmt(after.per_second)}/s after, "
+            f"{fmt(raw.ms_per_call, ' ms')} each | "
+            f"logins {fmt(login.rps)}/s p99 {fmt(login.p99_ms, ' ms')} | {fmt(self.results.login_ratio, 'x')}",
+        )
+
+    def seed_matrix(self, sites: dict[str, Site]) -> None:
+        c = self.config
+        sku = open_sale(sites["flashsale"].settings, 1_000_000, 1, prefix="seed")
+        knobs = {"VUS": c.seed_vus, "DURATION": f"{c.seed_duration_s}s", "GAP": f"{c.seed_gap_s}s"}
+        for target in ("baseline", "flashsale"):
+            result, _ = self.run(
+                "seed-matrix.js", sites[target].env(sku, **knobs), f"seed-matrix-{target}", "auth_login", c.seed_duration_s
+            )
+            self.results.seed_matrix[target] = result.summary.get("functions", {})
+            self.results.seed_matrix["reference"] = result.summary.get("reference", {})
+        real = self.results.seed_matrix["flashsale"]
+        self.say(
+            "seed-matrix",
+            " | ".join(f"{fn} {fmt(f.get('rps'))} req/s avg {fmt(f.get('avg_ms'), ' ms')}" for fn, f in real.items())
+            + " (reference: auth 46 at 513 ms, stock 69 at 10 ms, order 61 at 137 ms)",
+        )
+
+    def micro(self, settings: Settings) -> None:
+        c = self.config
+        gate = micro.gate_admits(settings, c.micro_processes, c.micro_seconds)
+        orders = micro.database_orders(self.scratch / "orders-bench", c.micro_processes, c.micro_seconds)
+        self.results.micro = {"gate": gate.to_json(), "database": orders.to_json()}
+        self.say(
+            "micro",
+            f"gate admits {fmt(gate.per_second)}/s ({c.micro_processes} processes, one redis-server) | "
+            f"SQLite orders {fmt(orders.per_second)}/s ({c.micro_processes} processes, one file)",
+        )
+
+    # isolation ---------------------------------------------------------------------------------
+    def isolation_knobs(self) -> dict[str, object]:
+        c = self.config
+        # A new connection per request: requests of both kinds spread over the workers, as behind a pod's proxy.
+        return {"RATE": c.buy_rate, "VUS": max(50, c.buy_rate * 2), "DURATION": f"{c.duration_s}s", "NEW_CONNECTIONS": 1}
+
+    def isolation(self, deployment: str, site: Site) -> None:
+        """Steady checkout alone, then beside a login storm (each on a fresh sale, so every buy is a 201)."""
+        c = self.config
+        measured: dict[str, Measure] = {}
+        for phase, storm in (("alone", 0), ("storm", c.storm_vus)):
+            sku = open_sale(site.settings, 1_000_000, 1, prefix=f"{deployment}-{phase}")
+            env = site.env(sku, **self.isolation_knobs(), LOGIN_VUS=storm)
+            result, measured[phase] = self.run("buyers.js", env, f"isolation-{deployment}-{phase}", "buyers", c.duration_s)
+            self.results.isolation[f"{deployment}-{phase}"] = measured[phase]
+            if storm:
+                self.results.storm_logins[deployment] = measure(result, "login_storm", c.duration_s)
+        logins = self.results.storm_logins[deployment]
+        self.say(
+            f"isolation {deployment}",
+            f"buyers' p95 alone {fmt(measured['alone'].p95_ms, ' ms')}, during the storm {fmt(measured['storm'].p95_ms, ' ms')} "
+            f"({fmt(self.results.storm_ratio(deployment), 'x')}); storm logins {fmt(logins.rps)}/s, p95 {fmt(logins.p95_ms, ' ms')}",
+        )
+
+    # profiles ---------------------------------------------------------------------------------
+    def again(self, kind: str, site: Site, label: str) -> Measure:
+        """A scenario's load once more on one site, for a profile: crowd, losers, stock-N, login or isolation."""
+        c = self.config
+        duration = {"DURATION": f"{c.duration_s}s"}
+        if kind == "crowd":
+            sku = open_sale(site.settings, c.stock, 1, prefix="profile")
+            self.drain()
+            _, found = self.run("flash-sale.js", site.env(sku, BUYERS=c.buyers, START_DELAY="3s"), label, "crowd", None)
+            self.last_crowd_ended = time.monotonic()
+            return found
+        if kind == "losers":
+            return self.run("buyers.js", site.env(self.sold_out(site), VUS=c.losers_vus, **duration), label, "buyers", c.duration_s)[1]
+        if kind.startswith("stock-"):
+            env = site.env(self.sold_out(site), VUS=kind.removeprefix("stock-"), **duration)
+            return self.run("stock-check.js", env, label, "stock_reads", c.duration_s)[1]
+        if kind == "login":
+            vus = c.login_vus_per_cpu * len(machine_cpus())
+            return self.run("login-storm.js", site.env("-", VUS=vus, **duration), label, "login_storm", c.duration_s)[1]
+        if kind == "isolation":
+            sku = open_sale(site.settings, 1_000_000, 1, prefix="profile")
+            env = site.env(sku, **self.isolation_knobs(), LOGIN_VUS=c.storm_vus)
+            return self.run("buyers.js", env, label, "buyers", c.duration_s)[1]
+        raise ValueError(f"no load to profile for {kind!r}")
+
+    def profile(self, kind: str, function: str, sites: dict[str, Site]) -> None:
+        """Run ``kind`` again on each site (the baseline first, when there is one) while py-spy samples ``function``'s workers."""
+        runs = {}
+        for who, site in sites.items():
+            name = f"{kind}-{who}"
+            with recording(name, site.masters.get(function), self.out) as found:
+                found.requests = self.again(kind, site, f"profile-{name}").requests
+            runs[who] = found.to_json()
+        self.results.profiles.append({"kind": kind, "function": function, "runs": runs})
+        real, base = runs.get("flashsale", {}), runs.get("baseline", {})
+        cpu = f"CPU per request: {fmt(base.get('cpu_ms', {}).get('all'), ' ms')} baseline, "
+        cpu += f"{fmt(real.get('cpu_ms', {}).get('all'), ' ms')} flashsale"
+        top = ", ".join(f"{frame} {share:.0%}" for frame, share in real.get("top", [])[:3])
+        self.say(f"profile {kind}", f"{real.get('svg') or real.get('note')}; {cpu}; most samples in: {top or '-'}")
