@@ -91,4 +91,4 @@ class Accounts:
                 for observe in self.observe_hash:
                     observe(time.perf_counter() - started)
 
-        return run_blocking(measured, size=self.hashes_at_once)
+        return run_blocking(measured, pool_name="bcrypt", size=self.hashes_at_once)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_pools: dict[tuple[int, int], Any] = {}
+_pools: dict[tuple[int, str], Any] = {}
 _lock = threading.Lock()
 
 
@@ -26,16 +26,29 @@ def gevent_active() -> bool:
     return bool(monkey is not None and monkey.is_module_patched("socket"))
 
 
-def run_blocking(work: Callable[[], T], *, size: int = 1) -> T:
-    """``work()`` in a native thread pool of ``size`` when under gevent; inline otherwise."""
+def run_blocking(work: Callable[[], T], *, pool_name: str, size: int = 1) -> T:
+    """``work()`` in the native thread pool ``pool_name`` (``size`` threads) when under gevent; inline otherwise."""
     if not gevent_active():
         return work()
-    key = (os.getpid(), size)
+    key = (os.getpid(), pool_name)
     pool = _pools.get(key)
     if pool is None:
         from gevent.threadpool import ThreadPool
 
         with _lock:
             pool = _pools.setdefault(key, ThreadPool(maxsize=size))
-    result: T = pool.apply(work)
+    outcome: tuple[bool, Any] = pool.apply(_captured, (work,))
+    succeeded, value = outcome
+    if not succeeded:
+        # Raised here, in the caller's greenlet, with its traceback: an expected
+        # refusal (sold out, email taken) is not printed by gevent as a crash.
+        raise value
+    result: T = value
     return result
+
+
+def _captured(work: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        return True, work()
+    except Exception as exc:
+        return False, exc

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import threading
 from functools import cached_property
+from typing import cast
 
 from shared import logs, metrics, tracing
 from shared.accounts import Accounts
+from shared.blocking import gevent_active
 from shared.events import EventEmitter
 from shared.gate import Gate
 from shared.ordering import OrderDesk
@@ -22,6 +24,8 @@ from shared.sales_feed import SalesFeed
 from shared.settings import Settings, get_settings
 from shared.stock import StockCache
 from shared.store import Store, open_store
+from shared.store.offload import OffloadedStore
+from shared.store.sqlite import SqliteStore
 from shared.tokens import TokenSigner, TokenVerifier
 
 
@@ -32,7 +36,10 @@ class Context:
 
     @cached_property
     def store(self) -> Store:
-        return open_store(self.settings)
+        store = open_store(self.settings)
+        if gevent_active() and isinstance(store, SqliteStore):
+            return cast(Store, OffloadedStore(store))
+        return store
 
     @cached_property
     def redis(self) -> RedisConn:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from shared.errors import Unauthorized
 from shared.settings import Settings
 
+VERIFIED_CACHE_SIZE = 20_000
 ALGORITHM = "EdDSA"  # the only algorithm accepted: no "none", no HS256 key confusion
 
 
@@ -49,6 +50,7 @@ class Claims:
 class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._verified: dict[str, Claims] = {}
 
     @cached_property
     def public_key(self) -> Ed25519PublicKey:
@@ -106,7 +108,25 @@ class TokenVerifier:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send Authorization: Bearer <token>")
-        return self.verify(token.strip())
+        return self.verify_cached(token.strip())
+
+    def verify_cached(self, token: str) -> Claims:
+        """``verify``, remembering tokens already verified until they expire.
+
+        A buyer who presses Buy again, or polls their orders, carries the same
+        token: its signature need not be checked twice. Only valid tokens are
+        kept (keyed by the whole token, so a tampered one never matches), and
+        the expiry is checked on every hit.
+        """
+        now = time.time()
+        cached = self._verified.get(token)
+        if cached is not None and cached.expires_at > now:
+            return cached
+        claims = self.verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # bounded: a flood of distinct tokens costs a re-verify, never memory
+        self._verified[token] = claims
+        return claims
 
 
 class TokenSigner(TokenVerifier):

@@ -103,3 +103,26 @@ def test_key_id_is_the_rfc7638_thumbprint(settings: Settings) -> None:
     assert "d" not in key  # never the private part
     raw = serialization.load_pem_public_key(Path(settings.jwt_public_key_file).read_bytes())
     assert raw is not None
+
+
+def test_a_verified_token_is_remembered_until_it_expires(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(settings)
+    token = sign(settings, claims(exp=int(time.time()) + 30))
+    assert verifier.from_header(f"Bearer {token}").subject == "user-1"
+    checks = {"n": 0}
+    real = verifier.verify
+
+    def counting(t: str):  # type: ignore[no-untyped-def]
+        checks["n"] += 1
+        return real(t)
+
+    monkeypatch.setattr(verifier, "verify", counting)
+    verifier.from_header(f"Bearer {token}")
+    assert checks["n"] == 0  # remembered: no second signature check
+    with pytest.raises(Unauthorized):
+        verifier.from_header(f"Bearer {forged(settings, 'tampered payload')}")
+    assert checks["n"] == 1
+    later = time.time() + 31
+    monkeypatch.setattr(time, "time", lambda: later)
+    verifier.from_header(f"Bearer {token}")
+    assert checks["n"] == 2  # past its expiry the cache no longer answers; verify() decides (and refuses expired tokens)
