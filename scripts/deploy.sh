@@ -7,24 +7,10 @@
 #
 # TAG (default latest) picks the images scripts/images.sh pushed. The kn flags are read
 # from knative/*.yaml, so the manifests stay the one place the numbers live.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
+source "$(dirname "$0")/common.sh"
 MODE=${MODE:-kn}
-DRY_RUN=${DRY_RUN:-0}
-TAG=${TAG:-latest}
 PYTHON=${PYTHON:-python3}
-FUNCTIONS=(auth stock order events)
-
-if [[ -z ${REGISTRY:-} ]]; then
-  if [[ $DRY_RUN == 1 ]]; then
-    REGISTRY=REGISTRY
-  else
-    echo "deploy.sh: set REGISTRY to where scripts/images.sh pushed the images, e.g. REGISTRY=ghcr.io/you" >&2
-    exit 2
-  fi
-fi
-REGISTRY=${REGISTRY%/}
+require_registry deploy.sh "where scripts/images.sh pushed the images"
 
 if ! "$PYTHON" -c 'import yaml' 2>/dev/null; then
   echo "deploy.sh: $PYTHON cannot import yaml; run \`make setup\` or set PYTHON=.venv/bin/python" >&2

@@ -7,23 +7,9 @@
 #
 # PYTHON_IMAGE overrides the Dockerfile's pinned base image; PLATFORM (e.g. linux/amd64)
 # matters when building on an arm64 laptop for an amd64 cluster.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-DRY_RUN=${DRY_RUN:-0}
+source "$(dirname "$0")/common.sh"
 PUSH=${PUSH:-1}
-TAG=${TAG:-latest}
-FUNCTIONS=(auth stock order events)
-
-if [[ -z ${REGISTRY:-} ]]; then
-  if [[ $DRY_RUN == 1 ]]; then
-    REGISTRY=REGISTRY
-  else
-    echo "images.sh: set REGISTRY to a registry you can push to, e.g. REGISTRY=ghcr.io/you" >&2
-    exit 2
-  fi
-fi
-REGISTRY=${REGISTRY%/}
+require_registry images.sh "a registry you can push to"
 
 run() {
   if [[ $DRY_RUN == 1 ]]; then
