@@ -92,6 +92,7 @@ def headline_table(results: Results) -> str:
     for name, pair in results.pairs.items():
         if name.startswith("stock-"):
             rows += _pair_rows(f"stock-check ({int(name.removeprefix('stock-')):,} VUs)", pair)
+    rows += _pair_rows("losers, metrics and logs off (first column) vs on", results.pairs.get("observability"))
     if results.login is not None:
         raw = results.bcrypt.get("per_second")
         rows.append(

@@ -32,7 +32,7 @@ from bench.config import Config, machine_cpus
 from bench.measure import load_average
 from bench.results import Results
 from bench.scenarios import Bench
-from bench.sites import Site, main_sites, monolith_site, pinned, split_site, worker_counts
+from bench.sites import Site, main_sites, monolith_site, observability_sites, pinned, split_site, worker_counts
 from bench.targets import TARGETS, missed
 from loadtest.run import k6_binary, raise_open_file_limit
 from shared.settings import Settings
@@ -41,7 +41,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 DOC = ROOT / "docs" / "performance.md"
-PARTS = ("crowd", "losers", "stock", "login", "seed", "micro", "isolation")
+PARTS = ("crowd", "losers", "stock", "login", "seed", "micro", "isolation", "observability")
 # A missed target -> (the function whose workers py-spy samples, the load to run again).
 PROFILED = {
     "crowd-p99": ("order", "crowd"),
@@ -217,10 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="flashsale-bench-") as scratch:
         bench = Bench(config, results, out, Path(scratch))
         try:
-            if parts - {"isolation"}:
+            if parts - {"isolation", "observability"}:
                 run_main(bench, config, parts, Path(scratch))
             if "isolation" in parts:
                 run_isolation(bench, config, Path(scratch))
+            if "observability" in parts:
+                with observability_sites(config, Path(scratch)) as sites:
+                    bench.observability(sites)
         except Exception as exc:  # the report still shows what was measured before it
             failed = True
             bench.note(f"the run stopped early: {type(exc).__name__}: {exc}")

@@ -6,6 +6,7 @@ prints one progress line, and files its figures in :class:`Results`.
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from bench import load, micro, net
@@ -131,6 +132,18 @@ class Bench:
         c = self.config
         sku = self.sold_out(sites["flashsale"])
         self.pair("losers", "buyers.js", sites, sku, "buyers", c.duration_s, VUS=c.losers_vus, DURATION=f"{c.duration_s}s")
+
+    def observability(self, sites: dict[str, Site]) -> None:
+        """What metrics and logs cost a request: losers on the same sold-out sale, observed and quiet."""
+        c = self.config
+        sku = f"observability-{uuid.uuid4().hex[:8]}"
+        for site in sites.values():  # one sku name in each site's own database
+            store = open_store(site.settings)
+            try:
+                store.create_sale(sku, 0, 1, None)
+            finally:
+                store.close()
+        self.pair("observability", "buyers.js", sites, sku, "buyers", c.duration_s, VUS=c.losers_vus, DURATION=f"{c.duration_s}s")
 
     def stock_check(self, sites: dict[str, Site], vus: int) -> None:
         c = self.config

@@ -130,6 +130,24 @@ def monolith_site(config: Config, scratch: Path) -> Iterator[Site]:
         redis.stop()
 
 
+QUIET = {"METRICS": "false", "LOG_LEVEL": "WARNING"}
+
+
+@contextmanager
+def observability_sites(config: Config, scratch: Path) -> Iterator[dict[str, Site]]:
+    """The order function twice, served alike: with metrics and an INFO access line per request
+    (as deployed), and with both off. The quiet one stands where the baseline stands elsewhere."""
+    sites: dict[str, Site] = {}
+    with ExitStack() as stack:
+        for name, env in (("baseline", {**config.stack_env(), **QUIET}), ("flashsale", {**config.stack_env(), "LOG_LEVEL": "INFO"})):
+            workdir = scratch / f"observability-{name}"
+            running, _ = stack.enter_context(local_stack(workdir, functions=("order",), extra_env=env))
+            settings = Settings.from_env(running.env)
+            tokens, users = mint(settings, config.losers_vus, workdir, "observability")
+            sites[name] = Site({"order": running.url("order")}, settings, tokens, users, {"order": running.processes["order"].pid})
+        yield sites
+
+
 def worker_counts(settings: Settings) -> dict[str, int]:
     """gunicorn workers per function as shared.serving plans them here; auth's CPUs are its workers times threads."""
     auth = worker_plan("auth", settings)

@@ -43,12 +43,19 @@ TARGETS = (
     Target("stock-1000", "stock-check at 1,000 VUs, req/s vs the baseline's", 0.9, False, lambda r: _rps_ratio(r, "stock-1000")),
     Target("login", "logins/s vs raw bcrypt verifies/s on the same cores", 0.9, False, lambda r: r.login_ratio),
     Target("isolation", "buyers' p95 during a login storm vs alone (split)", 1.2, True, lambda r: r.storm_ratio("split")),
+    Target("observability", "losers' req/s with metrics and logs on vs off", 0.95, False, lambda r: _rps_ratio(r, "observability")),
+    Target("observability-p99", "losers' p99 with metrics and logs on vs off", 1.05, True, lambda r: _p99_ratio(r, "observability")),
 )
 
 
 def _rps_ratio(results: Results, pair: str) -> float | None:
     found = results.pairs.get(pair)
     return found.rps_ratio if found else None
+
+
+def _p99_ratio(results: Results, pair: str) -> float | None:
+    found = results.pairs.get(pair)
+    return found.p99_ratio if found else None
 
 
 def missed(results: Results) -> list[Target]:

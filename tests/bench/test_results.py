@@ -80,6 +80,8 @@ def test_targets_say_met_missed_or_not_measured() -> None:
         "stock-1000": True,
         "login": False,  # 7 of 8 = 0.875
         "isolation": True,  # 1.1
+        "observability": None,  # not in the sample: not measured
+        "observability-p99": None,
     }
     assert [t.key for t in missed(results)] == ["crowd-p99", "losers", "login"]
     assert results.storm_ratio("monolith") == 300.0
