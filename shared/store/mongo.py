@@ -47,7 +47,7 @@ from shared.errors import (
     UnknownSku,
 )
 from shared.models import Order, PlacedOrder, ReconcileReport, Sale, SaleStats, StockLevel, User, to_millis, utcnow
-from shared.store.tickets import orphaned_tickets
+from shared.store.tickets import Leaks, excess_units, lasting_leaks, orphaned_tickets
 
 Doc = dict[str, Any]
 CAS_ATTEMPTS = 6
@@ -447,23 +447,17 @@ class MongoStore:
             problems=problems,
         )
 
-    def _leaks(self, sku: str) -> tuple[set[int], dict[str, int]]:
+    def _leaks(self, sku: str) -> Leaks:
         sale, orders, counted = self._snapshot(sku)
         held = {int(t) for d in orders for t in d["tickets"]}
         orphans = orphaned_tickets(int(sale["issued"]), held, {int(t) for t in sale.get("free_tickets") or []})
         confirmed: dict[str, int] = {}
         for d in orders:
             confirmed[d["user_id"]] = confirmed.get(d["user_id"], 0) + int(d["quantity"])
-        excess = {u: n - confirmed.get(u, 0) for u, n in counted.items() if n > confirmed.get(u, 0)}
-        return orphans, excess
+        return orphans, excess_units(counted, confirmed)
 
     def reconcile(self, sku: str, grace_seconds: float = 0.0) -> ReconcileReport:
-        orphans, excess = self._leaks(sku)
-        if grace_seconds > 0 and (orphans or excess):
-            time.sleep(grace_seconds)
-            later_orphans, later_excess = self._leaks(sku)
-            orphans &= later_orphans
-            excess = {u: min(n, later_excess[u]) for u, n in excess.items() if u in later_excess}
+        orphans, excess = lasting_leaks(lambda: self._leaks(sku), grace_seconds)
         try:
             # An orphan still unheld after the grace is nobody's: give it back.
             still_held = {

@@ -31,7 +31,7 @@ from shared.errors import (
     UnknownSku,
 )
 from shared.models import Order, PlacedOrder, ReconcileReport, Sale, SaleStats, StockLevel, User, to_millis, utcnow
-from shared.store.tickets import orphaned_tickets
+from shared.store.tickets import Leaks, excess_units, lasting_leaks, orphaned_tickets
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -467,7 +467,7 @@ class SqliteStore:
             problems=tuple(problems),
         )
 
-    def _snapshot(self, sku: str) -> tuple[set[int], dict[str, int], dict[str, int]]:
+    def _leaks(self, sku: str) -> Leaks:
         with self._errors(), self._transaction(write=False) as conn:
             sale = self._sale_row(conn, sku)
             if sale is None:
@@ -482,16 +482,10 @@ class SqliteStore:
                     "SELECT user_id, SUM(quantity) FROM orders WHERE sku = ? AND status = 'confirmed' GROUP BY user_id", (sku,)
                 )
             }
-        excess = {u: n - confirmed.get(u, 0) for u, n in counted.items() if n > confirmed.get(u, 0)}
-        return orphans, excess, confirmed
+        return orphans, excess_units(counted, confirmed)
 
     def reconcile(self, sku: str, grace_seconds: float = 0.0) -> ReconcileReport:
-        orphans, excess, _ = self._snapshot(sku)
-        if grace_seconds > 0 and (orphans or excess):
-            time.sleep(grace_seconds)
-            later_orphans, later_excess, _ = self._snapshot(sku)
-            orphans &= later_orphans
-            excess = {u: min(n, later_excess[u]) for u, n in excess.items() if u in later_excess}
+        orphans, excess = lasting_leaks(lambda: self._leaks(sku), grace_seconds)
         with self._errors(), self._transaction() as conn:
             # Re-check inside the write lock: only tickets still unheld go back.
             held = {t for (t,) in conn.execute("SELECT ticket FROM order_tickets WHERE sku = ?", (sku,))}
