@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.errors import IdempotencyKeyReused
+
 
 def utcnow() -> datetime:
     """Now, to the millisecond: what every store (BSON dates included) keeps exactly."""
@@ -84,6 +86,13 @@ class Order:
 class PlacedOrder:
     order: Order
     replayed: bool = False
+
+    @classmethod
+    def replay_of(cls, earlier: Order, request_hash: str | None) -> PlacedOrder:
+        """The answer to an Idempotency-Key seen before: the first order, unless the body differs."""
+        if earlier.request_hash != request_hash:
+            raise IdempotencyKeyReused()
+        return cls(earlier, replayed=True)
 
 
 @dataclass(frozen=True)

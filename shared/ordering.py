@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from shared.errors import IdempotencyKeyReused, LimitReached, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
@@ -27,12 +26,6 @@ log = logging.getLogger(__name__)
 
 SALE_CACHE_SECONDS = 1.0
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    placed: PlacedOrder | None
-    outcome: str  # confirmed | idempotent_replay | sold_out | limit_reached | sale_not_started | unavailable
 
 
 class OrderDesk:
@@ -113,9 +106,7 @@ class OrderDesk:
             # back even after the sale sold out.
             earlier = self._guard(lambda: self.store.find_order_by_key(user_id, idempotency_key))
             if earlier is not None:
-                return self._guard(
-                    lambda: self.store.place_order(sku, user_id, quantity, idempotency_key=idempotency_key, request_hash=fingerprint)
-                )
+                return PlacedOrder.replay_of(earlier, fingerprint)
         sale = self._guard(lambda: self.sale(sku))
         if not sale.started(utcnow()):
             raise SaleNotStarted(f"the sale starts at {sale.starts_at.isoformat() if sale.starts_at else 'soon'}")

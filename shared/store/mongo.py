@@ -37,7 +37,6 @@ from pymongo.write_concern import WriteConcern
 from shared.errors import (
     ConcurrentUpdate,
     EmailTaken,
-    IdempotencyKeyReused,
     InvalidRequest,
     LimitReached,
     NotFound,
@@ -302,11 +301,7 @@ class MongoStore:
 
     def _replay(self, user_id: str, key: str, request_hash: str | None) -> PlacedOrder | None:
         earlier = self.find_order_by_key(user_id, key)
-        if earlier is None:
-            return None
-        if earlier.request_hash != request_hash:
-            raise IdempotencyKeyReused()
-        return PlacedOrder(earlier, replayed=True)
+        return None if earlier is None else PlacedOrder.replay_of(earlier, request_hash)
 
     def place_order(
         self,

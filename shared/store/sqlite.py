@@ -21,7 +21,6 @@ from typing import Any
 
 from shared.errors import (
     EmailTaken,
-    IdempotencyKeyReused,
     InvalidRequest,
     LimitReached,
     NotFound,
@@ -341,9 +340,7 @@ class SqliteStore:
             if idempotency_key is not None:
                 earlier = self._find_by_key(conn, user_id, idempotency_key)
                 if earlier is not None:
-                    if earlier.request_hash != request_hash:
-                        raise IdempotencyKeyReused()
-                    return PlacedOrder(earlier, replayed=True)
+                    return PlacedOrder.replay_of(earlier, request_hash)
             sale = self._sale_row(conn, sku)
             if sale is None:
                 raise UnknownSku(f"no sale for sku {sku!r}")
