@@ -150,21 +150,25 @@ class Stack:
         wait_until(ready, timeout, f"{function} on port {self.ports[function]}")
 
     def stop_function(self, function: str, sig: int = signal.SIGTERM) -> None:
-        process = self.processes.pop(function, None)
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(15)
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(self.processes.pop(function, None), sig)
 
     def stop(self) -> None:
         for function in list(self.processes):
             self.stop_function(function)
+
+
+def stop_group(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    """Signal a process started in its own session and all its children (gunicorn's workers); SIGKILL after 15 s."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(15)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def ensure_keys(directory: Path) -> tuple[Path, Path]:
