@@ -42,8 +42,17 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return response
 
 
+class ProblemResponse(Response):
+    """A problem+json answer that still knows its ``code`` (the access log reports it without parsing the body)."""
+
+    code: str
+
+
 def problem_response(error: FlashsaleError) -> Response:
-    response = Response(json.dumps(error.to_problem(), separators=(",", ":")), status=error.status, mimetype="application/problem+json")
+    response = ProblemResponse(
+        json.dumps(error.to_problem(), separators=(",", ":")), status=error.status, mimetype="application/problem+json"
+    )
+    response.code = error.code
     for name, value in error.headers.items():
         response.headers[name] = value
     return response
@@ -212,10 +221,4 @@ def _from_http_exception(exc: HTTPException) -> FlashsaleError:
 
 
 def _problem_code(response: Response) -> str | None:
-    if response.mimetype != "application/problem+json":
-        return None
-    try:
-        code = json.loads(response.get_data()).get("code")
-    except ValueError:
-        return None
-    return code if isinstance(code, str) else None
+    return response.code if isinstance(response, ProblemResponse) else None
