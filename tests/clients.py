@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +10,7 @@ from typing import Any
 import functions_framework
 from flask.testing import FlaskClient
 
+from shared.demo import call
 from shared.models import User
 from shared.settings import Settings
 from shared.store import Store, open_store
@@ -49,15 +47,5 @@ def sale_with_buyers(settings: Settings, prefix: str, *, stock: int, buyers: int
     return SaleOnStack(store, sku, users, [signer.issue(u.user_id, u.email)[0] for u in users])
 
 
-def press_buy(url: str, token: str, sku: str, key: str) -> tuple[int, dict[str, object]]:
-    request = urllib.request.Request(
-        url + "/orders",
-        data=json.dumps({"sku": sku}).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": key},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+def press_buy(url: str, token: str, sku: str, key: str) -> tuple[int, dict[str, Any]]:
+    return call("POST", url + "/orders", {"sku": sku}, token, key)
