@@ -1,14 +1,24 @@
 """Access tokens: EdDSA (Ed25519) JWTs. Only auth holds the private key; the
-other functions verify with the public key, without calling auth."""
+other functions verify with the public key, without calling auth.
+
+Signing stays with PyJWT (one token per login, behind a bcrypt check).
+Verification is written here instead: every buyer of a crowd's first press
+brings a token never seen before, PyJWT's generic path costs a good part of a
+verification on top of the Ed25519 check, and libsodium (PyNaCl) does that
+check in less time than OpenSSL (``python -m bench.tokens``). Accepting one
+algorithm and one key keeps the code short and strict.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import math
+import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,12 +26,28 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from shared.errors import Unauthorized
 from shared.settings import Settings
 
 VERIFIED_CACHE_SIZE = 20_000
 ALGORITHM = "EdDSA"  # the only algorithm accepted: no "none", no HS256 key confusion
+LEEWAY_SECONDS = 5  # clock skew between auth and the other functions
+# Ours are ~400 characters. The cap bounds the decoding an unauthenticated
+# request can cause before its signature is checked.
+MAX_TOKEN_CHARS = 4096
+SIGNATURE_BYTES = 64
+
+# Compact JWS: three base64url segments (RFC 7515 §7.1), unpadded, ASCII only.
+_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)")
+# The last character of an unpadded segment whose unused low bits are zero
+# (RFC 4648 §3.5): any other spelling is a second encoding of the same bytes.
+_LAST_OF_TWO = frozenset("AQgw")
+_LAST_OF_THREE = frozenset("AEIMQUYcgkosw048")
+
+BEARER_HINT = "send Authorization: Bearer <token>"
 
 
 def _b64url(raw: bytes) -> str:
@@ -45,6 +71,120 @@ class Claims:
     subject: str
     email: str | None
     expires_at: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BearerToken:
+    """A token split and decoded, its signature not yet checked.
+
+    ``unverified_subject`` is whoever the token claims to be: good enough to
+    refuse early (a buyer already served, a sale sold out), never to sell.
+    """
+
+    raw: str = field(repr=False)
+    unverified_subject: str
+    header: dict[str, Any] = field(repr=False)
+    payload: dict[str, Any] = field(repr=False)
+    signing_input: bytes = field(repr=False)  # the exact "header.payload" bytes the signature covers
+    signature: bytes = field(repr=False)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # With duplicates, which value wins differs between parsers: refuse rather than pick.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+
+def _segment_bytes(segment: str) -> bytes:
+    """Strict unpadded base64url; the alphabet is already checked by ``_COMPACT``."""
+    tail = len(segment) % 4
+    if tail == 1 or (tail == 2 and segment[-1] not in _LAST_OF_TWO) or (tail == 3 and segment[-1] not in _LAST_OF_THREE):
+        raise ValueError("not canonical base64url")
+    return base64.urlsafe_b64decode(segment + "=" * (-tail % 4))
+
+
+def _json_object(segment: str) -> dict[str, Any]:
+    value = _JSON.decode(_segment_bytes(segment).decode("utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def parse_token(raw: str) -> BearerToken:
+    """Split and decode a compact JWT without checking its signature.
+
+    Raises ``Unauthorized("token invalid")`` for anything that is not three
+    strict base64url segments with JSON-object header and payload and a
+    string ``sub`` (``"token has no subject"`` when it is empty); a
+    well-formed forgery parses, and ``TokenVerifier.check`` refuses it.
+    """
+    matched = _COMPACT.fullmatch(raw) if len(raw) <= MAX_TOKEN_CHARS else None
+    if matched is None:
+        raise Unauthorized("token invalid")
+    header_segment, payload_segment, signature_segment = matched.groups()
+    try:
+        header = _json_object(header_segment)
+        payload = _json_object(payload_segment)
+        signature = _segment_bytes(signature_segment)
+    except (ValueError, RecursionError) as exc:  # binascii, UTF-8 and JSON errors are ValueErrors
+        raise Unauthorized("token invalid") from exc
+    subject = payload.get("sub")
+    if not isinstance(subject, str):
+        raise Unauthorized("token invalid")
+    if not subject:
+        raise Unauthorized("token has no subject")
+    signing_input = raw[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
+    return BearerToken(raw, subject, header, payload, signing_input, signature)
+
+
+def parse_bearer(authorization: str | None) -> BearerToken:
+    """``parse_token`` on the token of an ``Authorization: Bearer`` header."""
+    if not authorization:
+        raise Unauthorized(BEARER_HINT)
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(BEARER_HINT)
+    return parse_token(token)
+
+
+def _number(value: object) -> float | None:
+    """A JSON number (never a bool, string or infinity), else None."""
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return value
+    return None
+
+
+def _checked_claims(payload: dict[str, Any], issuer: str, audience: str, now: float) -> Claims:
+    """The registered claims, checked in PyJWT's order so a token gets the message it got before."""
+    exp, iat, nbf = _number(payload.get("exp")), _number(payload.get("iat")), payload.get("nbf")
+    if exp is None or iat is None or payload.get("iss") is None or not payload.get("aud"):
+        raise Unauthorized("token invalid")  # required, and numbers where numbers are due
+    if iat > now + LEEWAY_SECONDS:
+        raise Unauthorized("token invalid")  # issued in the future
+    if "nbf" in payload and ((nbf := _number(nbf)) is None or nbf > now + LEEWAY_SECONDS):
+        raise Unauthorized("token invalid")
+    if exp <= now - LEEWAY_SECONDS:
+        raise Unauthorized("token expired")
+    if payload["iss"] != issuer:
+        raise Unauthorized("token invalid")
+    aud = payload["aud"]
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not all(isinstance(one, str) for one in audiences) or audience not in audiences:
+        raise Unauthorized("token invalid")
+    if "jti" in payload and not isinstance(payload["jti"], str):
+        raise Unauthorized("token invalid")
+    email = payload.get("email")
+    return Claims(payload["sub"], email if isinstance(email, str) else None, int(exp))
 
 
 class TokenVerifier:
@@ -72,60 +212,66 @@ class TokenVerifier:
         canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": _b64url(self.public_raw)}, separators=(",", ":"))
         return _b64url(hashlib.sha256(canonical.encode()).digest())
 
+    @cached_property
+    def _sodium_key(self) -> VerifyKey:
+        return VerifyKey(self.public_raw)
+
+    def _signed_by_us(self, token: BearerToken) -> bool:
+        """The Ed25519 check over the exact ``header.payload`` bytes, by libsodium."""
+        try:
+            self._sodium_key.verify(token.signing_input, token.signature)
+        except BadSignatureError:
+            return False
+        return True
+
     def jwks(self) -> dict[str, Any]:
         return {
             "keys": [{"kty": "OKP", "crv": "Ed25519", "x": _b64url(self.public_raw), "kid": self.key_id, "alg": ALGORITHM, "use": "sig"}]
         }
 
+    def check(self, token: BearerToken) -> Claims:
+        """Every check on a parsed token, signature included; no cache."""
+        header = token.header
+        if header.get("alg") != ALGORITHM:
+            raise Unauthorized("token algorithm not accepted")
+        if header.get("kid") != self.key_id:
+            raise Unauthorized("token signed by an unknown key")
+        if "crit" in header:
+            raise Unauthorized("token invalid")  # we understand no extension, so none may be critical
+        if len(token.signature) != SIGNATURE_BYTES or not self._signed_by_us(token):
+            raise Unauthorized("token invalid")
+        return _checked_claims(token.payload, self.settings.jwt_issuer, self.settings.jwt_audience, time.time())
+
     def verify(self, token: str) -> Claims:
-        try:
-            header = jwt.get_unverified_header(token)
-            if header.get("alg") != ALGORITHM:
-                raise Unauthorized("token algorithm not accepted")
-            if header.get("kid") != self.key_id:
-                raise Unauthorized("token signed by an unknown key")
-            claims = jwt.decode(
-                token,
-                self.public_key,
-                algorithms=[ALGORITHM],
-                audience=self.settings.jwt_audience,
-                issuer=self.settings.jwt_issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-                leeway=5,
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("token expired") from exc
-        except jwt.PyJWTError as exc:
-            raise Unauthorized("token invalid") from exc
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise Unauthorized("token has no subject")
-        return Claims(subject, claims.get("email"), int(claims["exp"]))
+        """Parse and check a raw token; no cache."""
+        return self.check(parse_token(token))
 
-    def from_header(self, authorization: str | None) -> Claims:
-        if not authorization:
-            raise Unauthorized("send Authorization: Bearer <token>")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("send Authorization: Bearer <token>")
-        return self.verify_cached(token.strip())
-
-    def verify_cached(self, token: str) -> Claims:
-        """``verify``, remembering tokens already verified until they expire.
+    def verify_token(self, token: BearerToken) -> Claims:
+        """``check``, remembering tokens already verified until they expire.
 
         A buyer who presses Buy again, or polls their orders, carries the same
         token: its signature need not be checked twice. Only valid tokens are
         kept (keyed by the whole token, so a tampered one never matches), and
         the expiry is checked on every hit.
         """
-        now = time.time()
-        cached = self._verified.get(token)
-        if cached is not None and cached.expires_at > now:
-            return cached
-        claims = self.verify(token)
+        return self._remembered(token.raw) or self._remember(token.raw, self.check(token))
+
+    def verify_cached(self, token: str) -> Claims:
+        """``verify_token`` on a raw token; a remembered one is not even parsed."""
+        return self._remembered(token) or self._remember(token, self.check(parse_token(token)))
+
+    def from_header(self, authorization: str | None) -> Claims:
+        """``parse_bearer`` then ``verify_token``."""
+        return self.verify_token(parse_bearer(authorization))
+
+    def _remembered(self, raw: str) -> Claims | None:
+        cached = self._verified.get(raw)
+        return cached if cached is not None and cached.expires_at > time.time() else None
+
+    def _remember(self, raw: str, claims: Claims) -> Claims:
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()  # bounded: a flood of distinct tokens costs a re-verify, never memory
-        self._verified[token] = claims
+        self._verified[raw] = claims
         return claims
 
 
