@@ -2,7 +2,9 @@
 
 - raw bcrypt: ``bcrypt.checkpw`` in one process per CPU, the ceiling for logins;
 - the admission gate: ``Gate.admit`` (one Lua script call) against a real redis-server;
-- the database: ``SqliteStore.place_order`` from several processes on one file.
+- the database: ``SqliteStore.place_order`` from several processes on one file;
+- group commit: the same orders written ``place_orders`` a batch at a time, and
+  through an :class:`OrderBatcher` fed by many threads, on the same kind of file.
 
 Each runs ``processes`` fresh (spawned) processes that start at the same
 instant and work for ``seconds``; the rate is all their calls over the slowest
@@ -12,6 +14,7 @@ one's time.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,9 +24,11 @@ from pathlib import Path
 import bcrypt
 
 from shared.gate import Gate
+from shared.models import OrderRequest
 from shared.redisconn import RedisConn
 from shared.settings import Settings
 from shared.store import open_store
+from shared.store.batching import OrderBatcher
 
 PASSWORD = b"bench-password"
 
@@ -85,6 +90,39 @@ def _order_worker(database_url: str, sku: str, start_at: float, seconds: float) 
         store.close()
 
 
+def _batch_worker(database_url: str, sku: str, size: int, start_at: float, seconds: float) -> tuple[int, float]:
+    store = open_store(Settings.from_env({"DATABASE_URL": database_url}))
+    buyer = uuid.uuid4().hex
+    store.ping()
+    try:
+        batches, elapsed = _loop(
+            lambda n: store.place_orders([OrderRequest(sku, f"{buyer}-{n}-{i}", 1) for i in range(size)]), start_at, seconds
+        )
+    finally:
+        store.close()
+    return batches * size, elapsed  # orders, not calls: the rate is comparable with one order a call
+
+
+def _batcher_worker(database_url: str, sku: str, threads: int, start_at: float, seconds: float) -> tuple[int, float]:
+    settings = Settings.from_env({"DATABASE_URL": database_url})
+    store = open_store(settings)
+    batcher = OrderBatcher(store, max_wait_s=settings.order_batch_wait_ms / 1000, max_size=settings.order_batch_max)
+    store.ping()
+    loops: list[tuple[int, float]] = []
+
+    def buyer() -> None:
+        name = uuid.uuid4().hex
+        loops.append(_loop(lambda n: batcher.place_order(sku, f"{name}-{n}", 1), start_at, seconds))
+
+    workers = [threading.Thread(target=buyer) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    store.close()
+    return sum(calls for calls, _ in loops), max(elapsed for _, elapsed in loops)
+
+
 def _in_processes(target: Callable[..., tuple[int, float]], args: tuple[object, ...], processes: int, seconds: float) -> Rate:
     # spawn: each process opens its own connections, as a gunicorn worker does after fork.
     context = multiprocessing.get_context("spawn")
@@ -110,11 +148,24 @@ def gate_admits(settings: Settings, processes: int, seconds: float) -> Rate:
 
 
 def database_orders(workdir: Path, processes: int, seconds: float) -> Rate:
-    """place_order calls a second from ``processes`` processes on one fresh SQLite file, each a new buyer."""
+    """place_order calls a second from ``processes`` processes on one fresh SQLite file, each a new buyer: one order a transaction."""
+    return _in_processes(_order_worker, _fresh_sale(workdir, "orders-bench"), processes, seconds)
+
+
+def _fresh_sale(workdir: Path, name: str) -> tuple[str, str]:
     workdir.mkdir(parents=True, exist_ok=True)
-    database_url = f"sqlite:///{workdir / f'orders-bench-{uuid.uuid4().hex[:8]}.db'}"
+    database_url = f"sqlite:///{workdir / f'{name}-{uuid.uuid4().hex[:8]}.db'}"
     store = open_store(Settings.from_env({"DATABASE_URL": database_url}))
-    sku = "orders-bench"
-    store.create_sale(sku, 100_000_000, 1, None)
+    store.create_sale(name, 100_000_000, 1, None)
     store.close()
-    return _in_processes(_order_worker, (database_url, sku), processes, seconds)
+    return database_url, name
+
+
+def batched_orders(workdir: Path, processes: int, seconds: float, size: int) -> Rate:
+    """Orders a second written ``size`` to a transaction (``place_orders``) from ``processes`` processes on one fresh file."""
+    return _in_processes(_batch_worker, (*_fresh_sale(workdir, "batched-bench"), size), processes, seconds)
+
+
+def batcher_orders(workdir: Path, processes: int, seconds: float, threads: int) -> Rate:
+    """Orders a second through one OrderBatcher a process (the settings' wait and size), ``threads`` buyers in each."""
+    return _in_processes(_batcher_worker, (*_fresh_sale(workdir, "batcher-bench"), threads), processes, seconds)

@@ -103,6 +103,13 @@ def headline_table(results: Results) -> str:
                 times(results.login_ratio),
             ]
         )
+    single = results.micro.get("database", {}).get("per_second")
+    for key, label, value in (
+        ("database_batched", "store, batched vs one order a transaction (target ≥ 10×)", results.batching_ratio),
+        ("database_batcher", "store, through OrderBatcher vs one order a transaction", results.batcher_ratio),
+    ):
+        if key in results.micro:
+            rows.append([label, number(single), number(results.micro[key].get("per_second")), times(value)])
     for deployment in ("split", "monolith"):
         alone, storm = results.isolation.get(f"{deployment}-alone"), results.isolation.get(f"{deployment}-storm")
         if alone and storm:
@@ -225,7 +232,13 @@ def seed_table(results: Results) -> str:
 
 def micro_table(results: Results) -> str:
     rows = []
-    labels = {"bcrypt": "bcrypt.checkpw", "gate": "Gate.admit (Lua, real redis-server)", "database": "SqliteStore.place_order (one file)"}
+    labels = {
+        "bcrypt": "bcrypt.checkpw",
+        "gate": "Gate.admit (Lua, real redis-server)",
+        "database": "SqliteStore.place_order (one file)",
+        "database_batched": f"SqliteStore.place_orders, {results.micro.get('database_batched', {}).get('batch')} a call (per order)",
+        "database_batcher": f"OrderBatcher.place_order, {results.micro.get('database_batcher', {}).get('threads')} threads a process",
+    }
     for key, rate in (("bcrypt", results.bcrypt), *results.micro.items()):
         if rate:
             rows.append(

@@ -91,7 +91,7 @@ class Results:
     isolation: dict[str, Measure] = field(default_factory=dict)  # split-alone, split-storm, monolith-alone, monolith-storm
     storm_logins: dict[str, Measure] = field(default_factory=dict)  # the storm's own logins, split and monolith
     seed_matrix: dict[str, dict[str, Any]] = field(default_factory=dict)  # flashsale|baseline -> function -> figures
-    micro: dict[str, dict[str, Any]] = field(default_factory=dict)  # gate, database
+    micro: dict[str, dict[str, Any]] = field(default_factory=dict)  # gate, database, database_batched, database_batcher
     profiles: list[dict[str, Any]] = field(default_factory=list)  # profile.Profile.to_json()
     notes: list[str] = field(default_factory=list)
 
@@ -120,6 +120,19 @@ class Results:
         """buyers' p95 during the login storm / alone, for split or monolith."""
         storm, alone = self.isolation.get(f"{deployment}-storm"), self.isolation.get(f"{deployment}-alone")
         return ratio(storm.p95_ms if storm else None, alone.p95_ms if alone else None)
+
+    @property
+    def batching_ratio(self) -> float | None:
+        """SQLite orders a second written a batch to a transaction over one order a transaction."""
+        return self._orders_ratio("database_batched")
+
+    @property
+    def batcher_ratio(self) -> float | None:
+        """The same through OrderBatcher with many threads a process."""
+        return self._orders_ratio("database_batcher")
+
+    def _orders_ratio(self, key: str) -> float | None:
+        return ratio(self.micro.get(key, {}).get("per_second"), self.micro.get("database", {}).get("per_second"))
 
     # per-process figures -----------------------------------------------------
     def figures(self) -> dict[str, Any]:

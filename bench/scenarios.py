@@ -191,11 +191,22 @@ class Bench:
         c = self.config
         gate = micro.gate_admits(settings, c.micro_processes, c.micro_seconds)
         orders = micro.database_orders(self.scratch / "orders-bench", c.micro_processes, c.micro_seconds)
-        self.results.micro = {"gate": gate.to_json(), "database": orders.to_json()}
+        # Group commit right after one order a transaction, on the same kind of file: the ratio is of one moment.
+        size = settings.order_batch_max
+        batched = micro.batched_orders(self.scratch / "orders-bench", c.micro_processes, c.micro_seconds, size)
+        batcher = micro.batcher_orders(self.scratch / "orders-bench", c.micro_processes, c.micro_seconds, size)
+        self.results.micro = {
+            "gate": gate.to_json(),
+            "database": orders.to_json(),
+            "database_batched": {**batched.to_json(), "batch": size},
+            "database_batcher": {**batcher.to_json(), "threads": size},
+        }
         self.say(
             "micro",
             f"gate admits {fmt(gate.per_second)}/s ({c.micro_processes} processes, one redis-server) | "
-            f"SQLite orders {fmt(orders.per_second)}/s ({c.micro_processes} processes, one file)",
+            f"SQLite orders {fmt(orders.per_second)}/s ({c.micro_processes} processes, one file) | "
+            f"{size} a transaction {fmt(batched.per_second)}/s ({fmt(self.results.batching_ratio, 'x')}), "
+            f"through OrderBatcher ({size} threads a process) {fmt(batcher.per_second)}/s ({fmt(self.results.batcher_ratio, 'x')})",
         )
 
     # isolation ---------------------------------------------------------------------------------

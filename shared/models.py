@@ -96,6 +96,17 @@ class PlacedOrder:
 
 
 @dataclass(frozen=True)
+class OrderRequest:
+    """One buyer's order as the store receives it, so several can be placed in one write (``Store.place_orders``)."""
+
+    sku: str
+    user_id: str
+    quantity: int
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True)
 class StockLevel:
     sku: str
     total: int

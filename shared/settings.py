@@ -57,6 +57,14 @@ FIELDS: dict[str, Field] = {
     "sold_out_memo_seconds": Field(
         "SOLD_OUT_MEMO_SECONDS", 1.0, float, "How long a worker answers `sold_out` from memory before asking Redis again."
     ),
+    "order_batch_wait_ms": Field(
+        "ORDER_BATCH_WAIT_MS",
+        2.0,
+        float,
+        "Group commit: how long the first order of a batch waits for others to share its database write (an idle store"
+        " costs a buyer at most this).",
+    ),
+    "order_batch_max": Field("ORDER_BATCH_MAX", 64, int, "Group commit: most orders one database write confirms."),
     "login_rate_per_account": Field("LOGIN_RATE_PER_ACCOUNT", 10, int, "Login attempts per account per window (0 disables)."),
     "login_rate_per_address": Field("LOGIN_RATE_PER_ADDRESS", 100, int, "Login attempts per client address per window (0 disables)."),
     "register_rate_per_address": Field("REGISTER_RATE_PER_ADDRESS", 20, int, "Registrations per client address per window (0 disables)."),
@@ -66,6 +74,14 @@ FIELDS: dict[str, Field] = {
     "k_sink": Field("K_SINK", "", str, "Where `order.placed` CloudEvents go (Knative's SinkBinding sets it); empty disables."),
     "log_level": Field("LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR."),
     "log_format": Field("LOG_FORMAT", "json", str, "`json` (one object a line) or `text` for a person at a terminal."),
+    "log_sample_every": Field(
+        "LOG_SAMPLE_EVERY",
+        100,
+        int,
+        "Routine answers (409 refusals, 200 reads) get one access line in this many, carrying the count it stands for;"
+        " errors, 201s and slow answers always get theirs. 1 logs every answer.",
+    ),
+    "log_slow_ms": Field("LOG_SLOW_MS", 1000.0, float, "An answer slower than this always gets its access line."),
     "workers": Field("WORKERS", 0, int, "gunicorn worker processes; 0 picks the function's default (one per CPU)."),
     "threads": Field("THREADS", 0, int, "auth: bcrypt hashes one worker runs at once (default 1); events: threads per worker (default 4)."),
     "worker_connections": Field(
@@ -109,6 +125,8 @@ class Settings:
     jwt_audience: str
     stock_cache_ttl_seconds: float
     sold_out_memo_seconds: float
+    order_batch_wait_ms: float
+    order_batch_max: int
     login_rate_per_account: int
     login_rate_per_address: int
     register_rate_per_address: int
@@ -118,6 +136,8 @@ class Settings:
     k_sink: str
     log_level: str
     log_format: str
+    log_sample_every: int
+    log_slow_ms: float
     workers: int
     threads: int
     worker_connections: int
@@ -159,10 +179,14 @@ class Settings:
             raise ValueError("TOKEN_TTL_SECONDS must be positive")
         if self.max_body_bytes < 256:
             raise ValueError("MAX_BODY_BYTES must be at least 256")
+        if self.log_sample_every < 1:
+            raise ValueError("LOG_SAMPLE_EVERY must be at least 1")
         if self.log_format not in {"json", "text"}:
             raise ValueError("LOG_FORMAT must be json or text")
         if self.stock_cache_ttl_seconds <= 0:
             raise ValueError("STOCK_CACHE_TTL_SECONDS must be positive")
+        if self.order_batch_wait_ms < 0 or self.order_batch_max < 1:
+            raise ValueError("ORDER_BATCH_WAIT_MS must be >= 0 and ORDER_BATCH_MAX >= 1")
         if self.otel_traces_exporter not in {"none", "otlp", "console"}:
             raise ValueError("OTEL_TRACES_EXPORTER must be none, otlp or console")
 

@@ -9,11 +9,14 @@ ticket to two orders; at worst it leaves units that no order holds, which
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from shared.models import Order, PlacedOrder, ReconcileReport, Sale, SaleStats, StockLevel, User
+from shared.errors import FlashsaleError, StoreError
+from shared.models import Order, OrderRequest, PlacedOrder, ReconcileReport, Sale, SaleStats, StockLevel, User
+
+Placement = PlacedOrder | FlashsaleError  # one request's answer in a batch: its order, or what place_order would raise
 
 
 class Store(Protocol):
@@ -69,6 +72,16 @@ class Store(Protocol):
         The same (user, key, request) returns the first order with ``replayed``.
         """
 
+    def place_orders(self, requests: Sequence[OrderRequest]) -> list[Placement]:
+        """Place several orders in one write (group commit); answers in request order.
+
+        Each answer is what ``place_order`` would have returned or raised had the
+        requests been placed one after another in list order: tickets follow the
+        list (first come, first served), a key seen earlier in the list replays,
+        a buyer's earlier orders in the list count towards their limit. Errors
+        are returned, not raised; a StoreError may answer every request.
+        """
+
     def find_order_by_key(self, user_id: str, idempotency_key: str) -> Order | None: ...
 
     def list_orders(self, user_id: str) -> list[Order]: ...
@@ -88,3 +101,17 @@ class Store(Protocol):
         A unit counts as orphaned only if it is orphaned both before and after
         ``grace_seconds``, so an order still in flight is not robbed.
         """
+
+
+def placed(answer: Placement) -> PlacedOrder:
+    """A batch's answer as ``place_order`` gives it: the order, or its error raised."""
+    if isinstance(answer, FlashsaleError):
+        raise answer
+    return answer
+
+
+def again(failure: StoreError) -> StoreError:
+    """A copy of a failure that answers a whole batch, one per caller: one instance raised in many threads tangles their tracebacks."""
+    copy = StoreError(failure.detail)
+    copy.__cause__ = failure.__cause__ or failure
+    return copy

@@ -3,7 +3,9 @@
 WAL lets readers run beside the one writer; ``BEGIN IMMEDIATE`` takes the write
 lock before reading, so each order is reserved and confirmed in one
 serialised transaction: no interleaving of processes can oversell, and a crash
-rolls the whole order back.
+rolls the whole order back. Orders arriving together share one transaction
+(``place_orders``, fed by :class:`shared.store.batching.OrderBatcher`), each in
+its own savepoint: a commit's fsync is paid once per batch, not once per order.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 
 from shared.errors import (
     EmailTaken,
+    FlashsaleError,
     InvalidRequest,
     LimitReached,
     NotFound,
@@ -29,7 +32,8 @@ from shared.errors import (
     StoreError,
     UnknownSku,
 )
-from shared.models import Order, PlacedOrder, ReconcileReport, Sale, SaleStats, StockLevel, User, to_millis, utcnow
+from shared.models import Order, OrderRequest, PlacedOrder, ReconcileReport, Sale, SaleStats, StockLevel, User, to_millis, utcnow
+from shared.store.base import Placement, again, placed
 from shared.store.tickets import Leaks, excess_units, lasting_leaks, orphaned_tickets
 
 SCHEMA = """
@@ -334,58 +338,87 @@ class SqliteStore:
         idempotency_key: str | None = None,
         request_hash: str | None = None,
     ) -> PlacedOrder:
+        return placed(self.place_orders([OrderRequest(sku, user_id, quantity, idempotency_key, request_hash)])[0])
+
+    def place_orders(self, requests: Sequence[OrderRequest]) -> list[Placement]:
+        """All the orders in one write transaction, so one fsync confirms them all.
+
+        Each order runs inside its own savepoint: a refusal (or a constraint
+        failing) rolls back that order alone, and the next order sees exactly
+        what the earlier ones left, as if they had been placed one by one.
+        """
+        if not requests:
+            return []
+        try:
+            with self._errors(), self._transaction() as conn:
+                answers = [self._place_one(conn, request) for request in requests]
+        except StoreError as failed:
+            # Nothing was committed: every request gets the failure (its own
+            # instance, since each caller raises it from its own thread).
+            return [again(failed) for _ in requests]
+        return answers
+
+    def _place_one(self, conn: sqlite3.Connection, request: OrderRequest) -> Placement:
+        conn.execute("SAVEPOINT one_order")
+        try:
+            answer: Placement = self._reserve_and_confirm(conn, request)
+        except (FlashsaleError, sqlite3.IntegrityError) as refused:
+            conn.execute("ROLLBACK TO one_order")
+            answer = refused if isinstance(refused, FlashsaleError) else StoreError(f"order conflicted: {refused}")
+        conn.execute("RELEASE one_order")
+        return answer
+
+    def _reserve_and_confirm(self, conn: sqlite3.Connection, request: OrderRequest) -> PlacedOrder:
+        sku, user_id, quantity, idempotency_key = request.sku, request.user_id, request.quantity, request.idempotency_key
         if quantity < 1:
             raise InvalidRequest("quantity must be at least 1")
-        with self._errors(), self._transaction() as conn:
-            if idempotency_key is not None:
-                earlier = self._find_by_key(conn, user_id, idempotency_key)
-                if earlier is not None:
-                    return PlacedOrder.replay_of(earlier, request_hash)
-            sale = self._sale_row(conn, sku)
-            if sale is None:
-                raise UnknownSku(f"no sale for sku {sku!r}")
-            total, per_user_limit, issued = sale[1], sale[2], sale[5]
-            held = conn.execute("SELECT units FROM buyers WHERE sku = ? AND user_id = ?", (sku, user_id)).fetchone()
-            units = 0 if held is None else held[0]
-            if units + quantity > per_user_limit:
-                raise LimitReached(f"this sale allows {per_user_limit} per buyer")
-            # The lowest returned tickets first, then fresh ones: first come, first served.
-            returned = [
-                t for (t,) in conn.execute("SELECT ticket FROM free_tickets WHERE sku = ? ORDER BY ticket LIMIT ?", (sku, quantity))
-            ]
-            fresh = quantity - len(returned)
-            if issued + fresh > total:
-                raise SoldOut()
-            tickets = tuple(returned) + tuple(range(issued + 1, issued + fresh + 1))
-            if returned:
-                conn.executemany("DELETE FROM free_tickets WHERE sku = ? AND ticket = ?", ((sku, t) for t in returned))
-            if fresh:
-                conn.execute("UPDATE sales SET issued = issued + ? WHERE sku = ? AND issued + ? <= total", (fresh, sku, fresh))
-            order = Order(
-                order_id=uuid.uuid4().hex,
-                sku=sku,
-                user_id=user_id,
-                quantity=quantity,
-                tickets=tickets,
-                status="confirmed",
-                created_at=utcnow(),
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-            )
-            conn.execute(
-                "INSERT INTO orders (order_id, sku, user_id, quantity, status, idempotency_key, request_hash, created_at)"
-                " VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?)",
-                (order.order_id, sku, user_id, quantity, idempotency_key, request_hash, order.created_at.timestamp()),
-            )
-            conn.executemany(
-                "INSERT INTO order_tickets (sku, ticket, order_id) VALUES (?, ?, ?)",
-                ((sku, t, order.order_id) for t in tickets),
-            )
-            conn.execute(
-                "INSERT INTO buyers (sku, user_id, units) VALUES (?, ?, ?)"
-                " ON CONFLICT (sku, user_id) DO UPDATE SET units = units + excluded.units",
-                (sku, user_id, quantity),
-            )
+        if idempotency_key is not None:
+            earlier = self._find_by_key(conn, user_id, idempotency_key)
+            if earlier is not None:
+                return PlacedOrder.replay_of(earlier, request.request_hash)
+        sale = self._sale_row(conn, sku)
+        if sale is None:
+            raise UnknownSku(f"no sale for sku {sku!r}")
+        total, per_user_limit, issued = sale[1], sale[2], sale[5]
+        held = conn.execute("SELECT units FROM buyers WHERE sku = ? AND user_id = ?", (sku, user_id)).fetchone()
+        units = 0 if held is None else held[0]
+        if units + quantity > per_user_limit:
+            raise LimitReached(f"this sale allows {per_user_limit} per buyer")
+        # The lowest returned tickets first, then fresh ones: first come, first served.
+        returned = [t for (t,) in conn.execute("SELECT ticket FROM free_tickets WHERE sku = ? ORDER BY ticket LIMIT ?", (sku, quantity))]
+        fresh = quantity - len(returned)
+        if issued + fresh > total:
+            raise SoldOut()
+        tickets = tuple(returned) + tuple(range(issued + 1, issued + fresh + 1))
+        if returned:
+            conn.executemany("DELETE FROM free_tickets WHERE sku = ? AND ticket = ?", ((sku, t) for t in returned))
+        if fresh:
+            conn.execute("UPDATE sales SET issued = issued + ? WHERE sku = ? AND issued + ? <= total", (fresh, sku, fresh))
+        order = Order(
+            order_id=uuid.uuid4().hex,
+            sku=sku,
+            user_id=user_id,
+            quantity=quantity,
+            tickets=tickets,
+            status="confirmed",
+            created_at=utcnow(),
+            idempotency_key=idempotency_key,
+            request_hash=request.request_hash,
+        )
+        conn.execute(
+            "INSERT INTO orders (order_id, sku, user_id, quantity, status, idempotency_key, request_hash, created_at)"
+            " VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?)",
+            (order.order_id, sku, user_id, quantity, idempotency_key, request.request_hash, order.created_at.timestamp()),
+        )
+        conn.executemany(
+            "INSERT INTO order_tickets (sku, ticket, order_id) VALUES (?, ?, ?)",
+            ((sku, t, order.order_id) for t in tickets),
+        )
+        conn.execute(
+            "INSERT INTO buyers (sku, user_id, units) VALUES (?, ?, ?)"
+            " ON CONFLICT (sku, user_id) DO UPDATE SET units = units + excluded.units",
+            (sku, user_id, quantity),
+        )
         return PlacedOrder(order)
 
     def list_orders(self, user_id: str) -> list[Order]:

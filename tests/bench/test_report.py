@@ -18,6 +18,9 @@ def test_headline_table_sets_flashsale_beside_its_baseline() -> None:
     assert "| 1,000 | 850 | 0.85× |" in table
     assert "logins/s vs raw bcrypt/s | 8.00 | 7.00 | 0.88× |" in table
     assert "isolation, monolith" in table and "300.00×" in table
+    assert "| store, batched vs one order a transaction (target ≥ 10×) | 1,500 | 18,000 | 12.00× |" in table
+    assert "| store, through OrderBatcher vs one order a transaction | 1,500 | 6,000 | 4.00× |" in table
+    assert "batched" not in report.headline_table(Results())
 
 
 def test_targets_table_marks_misses() -> None:

@@ -37,7 +37,12 @@ def sample() -> Results:
         login=m(rps=7.0, p99=2000),
         bcrypt={"per_second": 8.0, "ms_per_call": 250.0},
         isolation={"split-alone": m(p95=10), "split-storm": m(p95=11), "monolith-alone": m(p95=10), "monolith-storm": m(p95=3000)},
-        micro={"gate": {"per_second": 6000.0}, "database": {"per_second": 1500.0}},
+        micro={
+            "gate": {"per_second": 6000.0},
+            "database": {"per_second": 1500.0},
+            "database_batched": {"per_second": 18000.0, "batch": 64},
+            "database_batcher": {"per_second": 6000.0, "threads": 64},
+        },
     )
 
 
@@ -86,6 +91,12 @@ def test_targets_say_met_missed_or_not_measured() -> None:
     assert [t.key for t in missed(results)] == ["crowd-p99", "losers", "login"]
     assert results.storm_ratio("monolith") == 300.0
     assert all(t.met(Results()) is None for t in TARGETS)
+
+
+def test_batching_is_compared_with_one_order_a_transaction_of_the_same_run() -> None:
+    results = sample()
+    assert (results.batching_ratio, results.batcher_ratio) == (12.0, 4.0)
+    assert Results(micro={"database_batched": {"per_second": 10.0}}).batching_ratio is None  # no single-order figure: not measured
 
 
 def test_figures_have_the_planners_shape_and_are_per_process() -> None:

@@ -1,4 +1,4 @@
-"""Any sequence of orders, replays, cancellations, crashes and reconciles keeps the store's invariants.
+"""Any sequence of orders (alone or in batches), replays, cancellations, crashes and reconciles keeps the store's invariants.
 
 A hypothesis state machine drives one store against a small model of what it
 should hold: units per buyer, the confirmed orders, what each Idempotency-Key
@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from shared.context import Context
-from shared.errors import IdempotencyKeyReused, LimitReached, SoldOut
-from shared.models import Order, request_fingerprint
+from shared.errors import FlashsaleError, IdempotencyKeyReused, LimitReached, SoldOut
+from shared.models import Order, OrderRequest, PlacedOrder, request_fingerprint
 from shared.store.base import Store
 from shared.store.mongo import MongoStore
 from shared.store.sqlite import SqliteStore
@@ -88,20 +88,36 @@ class StoreMachine(RuleBasedStateMachine):
     # rules ----------------------------------------------------------------
     @rule(user=USERS, quantity=QUANTITIES, key=KEYS)
     def place_order(self, user: str, quantity: int, key: str | None) -> None:
+        answer: PlacedOrder | FlashsaleError
+        try:
+            answer = self._place(user, quantity, key)
+        except FlashsaleError as refused:
+            answer = refused
+        self._expect(user, quantity, key, answer)
+
+    @rule(orders=st.lists(st.tuples(USERS, QUANTITIES, KEYS), min_size=1, max_size=5))
+    def place_orders(self, orders: list[tuple[str, int, str | None]]) -> None:
+        """A batch answers each order as if the orders had come one by one, in list order."""
+        answers = self.store.place_orders([OrderRequest(SKU, u, q, k, request_fingerprint(SKU, q)) for u, q, k in orders])
+        assert len(answers) == len(orders)
+        for (user, quantity, key), answer in zip(orders, answers, strict=True):
+            self._expect(user, quantity, key, answer)
+
+    def _expect(self, user: str, quantity: int, key: str | None, answer: PlacedOrder | FlashsaleError) -> None:
         earlier = self.by_key.get((user, key)) if key else None
         counted = self.claimed.get(user, 0)
         available = self.available
-        try:
-            placed = self._place(user, quantity, key)
-        except IdempotencyKeyReused:
+        if isinstance(answer, IdempotencyKeyReused):
             assert earlier is not None and earlier.quantity != quantity
             return
-        except LimitReached:
+        if isinstance(answer, LimitReached):
             assert earlier is None and counted + quantity > self.limit
             return
-        except SoldOut:
+        if isinstance(answer, SoldOut):
             assert earlier is None and counted + quantity <= self.limit and quantity > available
             return
+        assert isinstance(answer, PlacedOrder), answer
+        placed = answer
         if earlier is not None:
             # a replay returns the first order, whatever happened since
             assert placed.replayed and earlier.quantity == quantity
