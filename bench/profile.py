@@ -36,9 +36,13 @@ def _in_file(part: str) -> Callable[[str], bool]:
 # Steps of a request, each recognised by a frame its samples pass through.
 # Indented names are inside flashsale's handler; they may overlap each other.
 STEPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("flashsale before the framework (Router._shortcut)", _named("Router._shortcut")),
+    ("  reading an order (token, body, sold-out memo)", _named("read_order")),
+    ("Flask and functions-framework", _in_file("flask/")),
     ("flashsale's handler (Router.dispatch)", _named("Router.dispatch")),
-    ("  token verification", _named("TokenVerifier.verify")),
+    ("  token verification", _named("TokenVerifier.check")),
     ("  order desk (memo, gate, database)", _named("OrderDesk.place")),
+    ("  waiting for a batch's commit (OrderBatcher)", _named("OrderBatcher.place_order")),
     ("  stock cache", _named("StockCache.read")),
     ("  login (bcrypt, token)", _named("Accounts.login")),
     ("  access log line", _named("Logger.info")),

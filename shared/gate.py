@@ -121,6 +121,11 @@ class Gate:
         finally:
             self.redis.call(lambda c: c.delete(lock))
 
+    def holders(self, sku: str) -> set[str]:
+        """Every buyer the gate counts units for: admitted ones, whose orders may still be on their way, included."""
+        raw = self.redis.call(lambda c: c.hkeys(buyers_key(sku)))
+        return {_text(user) for user in raw}
+
     def state(self, sku: str) -> dict[str, str]:
         raw = self.redis.call(lambda c: c.hgetall(gate_key(sku)))
         return {_text(k): _text(v) for k, v in raw.items()}

@@ -4,17 +4,20 @@ access log line, and the one place errors become RFC 9457 problem+json."""
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Request, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Request as BareRequest
 
 from shared.errors import (
     FlashsaleError,
@@ -25,10 +28,16 @@ from shared.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from shared.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger("flashsale.http")
 
 Handler = Callable[..., Response]
+Shortcut = Callable[..., "Ready | None"]  # (request, **route parameters); may raise the FlashsaleError it answers with
+S = TypeVar("S", bound=Shortcut)
 ReadinessCheck = Callable[[], None]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -58,7 +67,7 @@ def problem_response(error: FlashsaleError) -> Response:
     return response
 
 
-def request_id(request: Request) -> str:
+def request_id(request: BareRequest) -> str:
     given = request.headers.get("X-Request-Id", "")
     if _REQUEST_ID.match(given):
         return given
@@ -68,7 +77,7 @@ def request_id(request: Request) -> str:
     return uuid.uuid4().hex
 
 
-def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+def read_json(request: BareRequest, max_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object, or a clear 400/413/415."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"the body may be at most {max_bytes} bytes")
@@ -100,6 +109,74 @@ def client_address(request: Request, trusted_proxies: int) -> str:
     return request.remote_addr or "unknown"
 
 
+@dataclass(frozen=True)
+class Ready:
+    """An answer made before the framework: status, headers and body as they go on the wire."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {HTTPStatus(self.status).phrase}"
+
+    @classmethod
+    def json(cls, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Ready:
+        return cls(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(headers or {}).items()], body)
+
+    @classmethod
+    def of(cls, response: Response) -> Ready:
+        return cls(response.status_code, list(response.headers.items()), response.get_data())
+
+
+@dataclass(frozen=True)
+class _Shortcut:
+    method: str
+    regex: re.Pattern[str]
+    pattern: str
+    armed: Callable[[], bool]
+    check: Shortcut
+
+
+@dataclass
+class AccessSampler:
+    """Which answers get an access line, and how many answers each line stands for.
+
+    A flash sale's routine answers come by the thousand a second: refusals
+    (409) and reads (200 to GET). Formatting and writing a line costs about as
+    much as answering, so one routine answer in ``every`` is logged, per route
+    and status, with ``sampled`` = how many it stands for (itself and the ones
+    skipped since the last line). Errors, 201s and anything slower than
+    ``slow_seconds`` are always logged; the metrics count every answer.
+    """
+
+    every: int = 1
+    slow_seconds: float = 1.0
+    _since: dict[tuple[str, int], int] = field(default_factory=dict)  # routine answers since the last line
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccessSampler:
+        return cls(every=settings.log_sample_every, slow_seconds=settings.log_slow_ms / 1000)
+
+    def stands_for(self, method: str, route: str, status: int, elapsed: float) -> int:
+        """0: no line for this answer; otherwise the number of answers its line stands for."""
+        routine = status == 409 or (status == 200 and method in {"GET", "HEAD"})
+        if not routine or self.every <= 1 or elapsed >= self.slow_seconds:
+            return 1
+        key = (route, status)  # route patterns and statuses: a bounded set
+        since = self._since.get(key)
+        if since is None:  # the first of each kind is logged
+            self._since[key] = 0
+            return 1
+        since += 1
+        if since < self.every:
+            self._since[key] = since
+            return 0
+        self._since[key] = 0
+        return since
+
+
 @dataclass
 class Router:
     """Dispatches one function's routes; every function also answers /healthz and /readyz."""
@@ -108,10 +185,12 @@ class Router:
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     observers: list[Callable[[str, str, int, float], None]] = field(default_factory=list)  # (method, route, status, seconds)
     on_error: list[Callable[[Exception], None]] = field(default_factory=list)  # every error that became a problem answer
+    sampler: AccessSampler | None = None  # from the process's settings at the first request, unless set
+    _shortcuts: list[_Shortcut] = field(default_factory=list)
     _routes: list[tuple[str, re.Pattern[str], str, Handler]] = field(default_factory=list)
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
-        regex = re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$")
+        regex = _compile(pattern)
 
         def register(handler: Handler) -> Handler:
             self._routes.append((method, regex, pattern, handler))
@@ -140,26 +219,99 @@ class Router:
             self._failed(exc)
             response = problem_response(FlashsaleError("something went wrong on our side"))
         response.headers["X-Request-Id"] = rid
-        elapsed = time.perf_counter() - started
-        code = _problem_code(response)
-        log.info(
-            "%s %s %s",
-            request.method,
-            route,
-            response.status_code,
-            extra={
+        self._answered(request.method, route, response.status_code, _problem_code(response), time.perf_counter() - started, rid)
+        return response
+
+    def _answered(self, method: str, route: str, status: int, code: str | None, elapsed: float, rid: str) -> None:
+        """The access line (sampled) and the observers (metrics, tracing) of one answer, however it was made."""
+        if self.sampler is None:
+            self.sampler = AccessSampler.from_settings(get_settings())
+        stands_for = self.sampler.stands_for(method, route, status, elapsed)
+        if stands_for and log.isEnabledFor(logging.INFO):
+            extra: dict[str, Any] = {
                 "function": self.function,
                 "route": route,
-                "method": request.method,
-                "status": response.status_code,
+                "method": method,
+                "status": status,
                 "code": code,
                 "latency_ms": round(elapsed * 1000, 3),
                 "request_id": rid,
-            },
-        )
+            }
+            if stands_for > 1:
+                extra["sampled"] = stands_for
+            log.info("%s %s %s", method, route, status, extra=extra)
         for observe in self.observers:
-            observe(request.method, route, response.status_code, elapsed)
-        return response
+            observe(method, route, status, elapsed)
+
+    # answers from memory, before the framework -------------------------
+    def shortcut(self, method: str, pattern: str, *, armed: Callable[[], bool]) -> Callable[[S], S]:
+        """Register a check that may answer ``method pattern`` before functions-framework and Flask see the request.
+
+        ``armed()`` says, without reading the request, whether the check can
+        answer anything now (for orders: a sold-out memo exists); when it is
+        false the request goes straight on. The check gets the request (its
+        body buffered) and the pattern's parameters; it answers by returning a
+        :class:`Ready` or by raising a FlashsaleError (the route runs the same
+        steps, so it is the route's own answer), and returns None to let the
+        route decide as if no check had run.
+        """
+        regex = _compile(pattern)
+
+        def register(check: S) -> S:
+            self._shortcuts.append(_Shortcut(method, regex, pattern, armed, check))
+            return check
+
+        return register
+
+    def serve_shortcuts(self, app: Flask) -> None:
+        """Put the shortcuts in front of ``app``: what they answer never reaches Flask or functions-framework.
+
+        Not with tracing on: the server span is made by the Flask
+        instrumentation, so a request answered before Flask would have none.
+        """
+        if get_settings().otel_traces_exporter == "none":
+            app.wsgi_app = self.wsgi(app.wsgi_app)  # type: ignore[method-assign,assignment]
+
+    def wsgi(self, app: WSGIApplication) -> WSGIApplication:
+        """``app`` behind this router's shortcuts."""
+
+        def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            if not path.isascii():  # WSGI's latin-1 path: leave anything else to werkzeug's decoding
+                return app(environ, start_response)
+            for shortcut in self._shortcuts:
+                if shortcut.method == method and (match := shortcut.regex.match(path)) and shortcut.armed():
+                    answer = self._shortcut(shortcut, match.groupdict(), environ, start_response)
+                    if answer is not None:
+                        return answer
+                    break
+            return app(environ, start_response)
+
+        return serve
+
+    def _shortcut(
+        self, shortcut: _Shortcut, params: dict[str, str], environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        started = time.perf_counter()
+        body = _buffer_body(environ, get_settings().max_body_bytes)
+        if body is None:
+            return None
+        request = BareRequest(environ)
+        code: str | None = None
+        try:
+            ready = shortcut.check(request, **params)
+        except FlashsaleError as error:
+            self._failed(error)
+            ready, code = _ready_problem(error), error.code
+        except Exception:
+            ready = None  # the route meets it again and answers it, logged, as it answers any failure
+        if ready is None:
+            environ["wsgi.input"] = io.BytesIO(body)  # the route reads the body afresh
+            return None
+        rid = request_id(request)
+        start_response(ready.status_line, [*ready.headers, ("X-Request-Id", rid)])
+        self._answered(request.method, shortcut.pattern, ready.status, code, time.perf_counter() - started, rid)
+        return [ready.body]
 
     def _failed(self, error: Exception) -> None:
         for observe in self.on_error:
@@ -199,6 +351,34 @@ class Router:
 
 
 PROBES = ("/healthz", "/readyz")
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    """A route pattern (``/stock/<sku>``) as a regular expression with one named group per parameter."""
+    return re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$")
+
+
+def _buffer_body(environ: WSGIEnvironment, max_bytes: int) -> bytes | None:
+    """Read a body of known length (at most ``max_bytes``) and put it back for whoever reads next; None: leave it alone."""
+    length = environ.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > max_bytes or environ.get("HTTP_TRANSFER_ENCODING"):
+        return None
+    body: bytes = environ["wsgi.input"].read(int(length)) if int(length) else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
+
+def _ready_problem(error: FlashsaleError) -> Ready:
+    """What ``problem_response(error)`` would send, as bytes; made once for each plain error class."""
+    if error.detail != error.title or error.headers or error.errors or error.extra:
+        return Ready.of(problem_response(error))
+    ready = _READY.get(type(error))
+    if ready is None:
+        ready = _READY[type(error)] = Ready.of(problem_response(error))
+    return ready
+
+
+_READY: dict[type[FlashsaleError], Ready] = {}
 
 
 def install_problem_pages(app: Flask) -> None:

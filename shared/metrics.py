@@ -146,9 +146,15 @@ def _bounded(value: str, allowed: frozenset[str]) -> str:
 
 # observers, attached to the hooks in shared.context and the routers -----
 def http_observer(function: str) -> Callable[[str, str, int, float], None]:
+    # A labelled child is looked up once per (route, status), not once per request: routes are the router's patterns.
+    children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
     def observe(method: str, route: str, status: int, elapsed: float) -> None:
-        HTTP_REQUESTS.labels(function, route, str(status)).inc()
-        HTTP_DURATION.labels(function, route).observe(elapsed)
+        pair = children.get((route, status))
+        if pair is None:
+            pair = children[(route, status)] = (HTTP_REQUESTS.labels(function, route, str(status)), HTTP_DURATION.labels(function, route))
+        pair[0].inc()
+        pair[1].observe(elapsed)
 
     return observe
 
@@ -160,16 +166,24 @@ def order_observer(units_of: Callable[[str], int], skus: SkuLabels | None = None
     404 already shows in ``flashsale_http_requests_total``.
     """
     label = skus or SkuLabels()
+    counters: dict[tuple[str, str], Counter] = {}
+    units_set: dict[str, int] = {}
 
     def observe(sku: str, outcome: str) -> None:
         if outcome == "unknown_sku":
             return
         sku_label = label(sku)
-        ORDERS.labels(sku_label, _bounded(outcome, ORDER_OUTCOMES)).inc()
+        counter = counters.get((sku_label, outcome))
+        if counter is None:
+            counter = counters[(sku_label, outcome)] = ORDERS.labels(sku_label, _bounded(outcome, ORDER_OUTCOMES))
+        counter.inc()
         if outcome in {"confirmed", "sold_out"} and sku_label != OTHER:
             # The answer is already decided: a failed read for a gauge must not change it.
             with contextlib.suppress(Exception):
-                SALE_UNITS.labels(sku_label).set(units_of(sku))
+                units = units_of(sku)
+                if units_set.get(sku_label) != units:  # the stock of a sale rarely changes: set it when it does
+                    SALE_UNITS.labels(sku_label).set(units)
+                    units_set[sku_label] = units
 
     return observe
 

@@ -12,13 +12,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from shared.errors import IdempotencyKeyReused, LimitReached, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
+from shared.errors import FlashsaleError, LimitReached, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
 from shared.events import EventEmitter, order_placed_event
 from shared.gate import Gate
 from shared.models import Order, PlacedOrder, Sale, request_fingerprint, utcnow
 from shared.redisconn import RedisDown
+from shared.soldout import SoldOutMemo, SoldOutMemos
 from shared.stock import StockCache
 from shared.store.base import Store
 
@@ -26,6 +27,14 @@ log = logging.getLogger(__name__)
 
 SALE_CACHE_SECONDS = 1.0
 T = TypeVar("T")
+
+
+class PlacesOrders(Protocol):
+    """Where admitted orders are written: the store itself, or an OrderBatcher in front of it (group commit)."""
+
+    def place_order(
+        self, sku: str, user_id: str, quantity: int, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> PlacedOrder: ...
 
 
 class OrderDesk:
@@ -37,13 +46,14 @@ class OrderDesk:
         emitter: EventEmitter,
         *,
         sold_out_memo_seconds: float,
+        placer: PlacesOrders | None = None,
     ) -> None:
         self.store = store
+        self.placer = placer or store
         self.gate = gate
         self.stock = stock
         self.emitter = emitter
-        self.memo_seconds = sold_out_memo_seconds
-        self._sold_out_until: dict[str, float] = {}
+        self.memos = SoldOutMemos(sold_out_memo_seconds)
         self._sales: dict[str, tuple[float, Sale | None]] = {}
         self._lock = threading.Lock()
         self.observers: list[Callable[[str, str], None]] = []  # (sku, outcome) for metrics
@@ -64,46 +74,65 @@ class OrderDesk:
             raise UnknownSku(f"no sale for sku {sku!r}")
         return cached[1]
 
-    def remembers_sold_out(self, sku: str) -> bool:
-        return self._sold_out_until.get(sku, 0.0) > time.monotonic()
+    def refuse_from_memory(self, sku: str, user_id: str) -> None:
+        """Raise SoldOut when this worker knows the sale is sold out and ``user_id`` holds none of it.
+
+        No I/O, no thread hop. ``user_id`` may come from a token whose signature
+        is not checked yet: the answer states a public fact (``GET /stock`` says
+        the same), hands out nothing and changes nothing. A holder, whose answer
+        may be their order, is never refused here.
+        """
+        memo = self.memos.peek(sku)
+        if memo is not None and memo.refuses(user_id):
+            self._observe(sku, "sold_out")
+            raise SoldOut()
 
     def remember_sold_out(self, sale: Sale) -> None:
-        first = not self.remembers_sold_out(sale.sku)
-        self._sold_out_until[sale.sku] = time.monotonic() + self.memo_seconds
+        """The gate or the database said sold out: load who may hold units, once per worker at a time."""
+        if not self.memos.begin_load(sale.sku):
+            return
+        try:
+            first = self.memos.peek(sale.sku) is None
+            holders = set(self.store.buyer_units(sale.sku))  # every order the database has
+            try:
+                holders.update(self.gate.holders(sale.sku))  # and every admission still on its way there
+            except RedisDown:
+                pass  # the database alone is complete then: no admission was counted without it
+            self.memos.remember(sale.sku, frozenset(holders))
+        except StoreError as exc:
+            self._store_failed(exc)  # no memo: the next press asks again
+        finally:
+            self.memos.end_load(sale.sku)
         if first:
             self.stock.mark_sold_out(sale.sku, sale.total)
 
     # the request path ----------------------------------------------------
     def place(self, user_id: str, sku: str, quantity: int, idempotency_key: str | None) -> PlacedOrder:
         outcome = "unavailable"
+        memo, rechecking = self.memos.get(sku)
         try:
-            placed = self._place(user_id, sku, quantity, idempotency_key)
+            placed = self._place(user_id, sku, quantity, idempotency_key, memo)
             outcome = "idempotent_replay" if placed.replayed else "confirmed"
             return placed
-        except SoldOut:
-            outcome = "sold_out"
-            raise
-        except LimitReached:
-            outcome = "limit_reached"
-            raise
-        except SaleNotStarted:
-            outcome = "sale_not_started"
-            raise
-        except UnknownSku:
-            outcome = "unknown_sku"
-            raise
-        except IdempotencyKeyReused:
-            outcome = "idempotency_key_reused"
+        except FlashsaleError as error:
+            outcome = error.code
             raise
         finally:
-            for observe in self.observers:
-                observe(sku, outcome)
+            if rechecking:
+                self.memos.end_recheck(sku)
+            self._observe(sku, outcome)
 
-    def _place(self, user_id: str, sku: str, quantity: int, idempotency_key: str | None) -> PlacedOrder:
+    def _observe(self, sku: str, outcome: str) -> None:
+        for observe in self.observers:
+            observe(sku, outcome)
+
+    def _place(self, user_id: str, sku: str, quantity: int, idempotency_key: str | None, memo: SoldOutMemo | None) -> PlacedOrder:
+        if memo is not None and memo.refuses(user_id):
+            raise SoldOut()  # no order of theirs to give back, nothing left to sell
         fingerprint = request_fingerprint(sku, quantity)
         if idempotency_key is not None:
-            # Before any shortcut: a buyer retrying a confirmed order gets it
-            # back even after the sale sold out.
+            # Before any other shortcut: a buyer retrying a confirmed order gets
+            # it back even after the sale sold out.
             earlier = self._guard(lambda: self.store.find_order_by_key(user_id, idempotency_key))
             if earlier is not None:
                 return PlacedOrder.replay_of(earlier, fingerprint)
@@ -112,11 +141,11 @@ class OrderDesk:
             raise SaleNotStarted(f"the sale starts at {sale.starts_at.isoformat() if sale.starts_at else 'soon'}")
         if quantity > sale.per_user_limit:
             raise LimitReached(f"this sale allows {sale.per_user_limit} per buyer")
-        if self.remembers_sold_out(sku):
-            raise SoldOut()
+        if memo is not None:
+            raise SoldOut()  # a holder asking for more
         epoch = self._admit(sale, user_id, quantity, idempotency_key)
         try:
-            placed = self.store.place_order(sku, user_id, quantity, idempotency_key=idempotency_key, request_hash=fingerprint)
+            placed = self.placer.place_order(sku, user_id, quantity, idempotency_key=idempotency_key, request_hash=fingerprint)
         except SoldOut:
             self._gate(lambda e: self.gate.close(sku, e), epoch)
             self.remember_sold_out(sale)
@@ -156,6 +185,7 @@ class OrderDesk:
             raise LimitReached(f"this sale allows {sale.per_user_limit} per buyer")
         if admission.verdict != "admitted":
             return None
+        self.memos.forget(sale.sku)  # units came back since this worker last heard "sold out"
         return admission.epoch
 
     def _gate_overcounts(self, sale: Sale, user_id: str, quantity: int, idempotency_key: str | None) -> bool:

@@ -30,6 +30,19 @@ class StockRead:
     level: StockLevel
     source: str  # local | redis | database
     fresh_for: float  # seconds this answer may still be served
+    body: bytes  # the level as the JSON answer, encoded once per cached level, not once per read
+
+
+@dataclass(frozen=True)
+class _Cached:
+    expires: float  # time.monotonic()
+    level: StockLevel | None
+    body: bytes
+
+    @classmethod
+    def of(cls, level: StockLevel | None, seconds: float) -> _Cached:
+        body = json.dumps(level.to_public(), separators=(",", ":")).encode() if level else b""
+        return cls(time.monotonic() + seconds, level, body)
 
 
 class StockCache:
@@ -37,7 +50,7 @@ class StockCache:
         self.store = store
         self.redis = redis
         self.ttl = ttl_seconds
-        self._local: dict[str, tuple[float, StockLevel | None]] = {}
+        self._local: dict[str, _Cached] = {}
         self._lock = threading.Lock()
         self.observers: list[Callable[[str], None]] = []  # the source of each answer, for metrics
 
@@ -50,8 +63,8 @@ class StockCache:
     def _read(self, sku: str) -> StockRead:
         now = time.monotonic()
         cached = self._local.get(sku)
-        if cached is not None and cached[0] > now:
-            return StockRead(self._known(sku, cached[1]), "local", cached[0] - now)
+        if cached is not None and cached.expires > now:
+            return StockRead(self._known(sku, cached.level), "local", cached.expires - now, cached.body)
 
         def get_with_ttl(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -65,21 +78,20 @@ class StockCache:
         except RedisDown:
             raw, pttl = None, -2
         if raw is not None and pttl > 0:
-            level = self._decode(sku, raw)
-            self._remember(sku, level, pttl / 1000)
-            return StockRead(self._known(sku, level), "redis", pttl / 1000)
-        level = self.store.stock_level(sku)
-        self.put(sku, level)
-        return StockRead(self._known(sku, level), "database", self.ttl)
+            cached = self._remember(sku, self._decode(sku, raw), pttl / 1000)
+            return StockRead(self._known(sku, cached.level), "redis", pttl / 1000, cached.body)
+        cached = self.put(sku, self.store.stock_level(sku))
+        return StockRead(self._known(sku, cached.level), "database", self.ttl, cached.body)
 
-    def put(self, sku: str, level: StockLevel | None) -> None:
+    def put(self, sku: str, level: StockLevel | None) -> _Cached:
         """Cache a database answer (``None``: the sku has no sale) for one TTL."""
         payload = json.dumps({"total": level.total, "available": level.available} if level else {"unknown": True})
-        self._remember(sku, level, self.ttl)
+        cached = self._remember(sku, level, self.ttl)
         try:
             self.redis.call(lambda c: c.set(stock_key(sku), payload, px=int(self.ttl * 1000)))
         except RedisDown:
             pass
+        return cached
 
     def mark_sold_out(self, sku: str, total: int) -> None:
         """The order path learned the sale is sold out: say so at once, not after the TTL."""
@@ -93,11 +105,13 @@ class StockCache:
         except RedisDown:
             pass
 
-    def _remember(self, sku: str, level: StockLevel | None, seconds: float) -> None:
+    def _remember(self, sku: str, level: StockLevel | None, seconds: float) -> _Cached:
+        cached = _Cached.of(level, seconds)
         with self._lock:
             if len(self._local) > 10_000:  # skus a client made up must not grow memory forever
                 self._local.clear()
-            self._local[sku] = (time.monotonic() + seconds, level)
+            self._local[sku] = cached
+        return cached
 
     @staticmethod
     def _decode(sku: str, raw: bytes | str) -> StockLevel | None:

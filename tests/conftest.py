@@ -99,6 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
         "REGISTER_RATE_PER_ADDRESS": "0",
         "LOGIN_RATE_PER_ACCOUNT": "0",
         "LOG_LEVEL": "INFO",
+        "LOG_SAMPLE_EVERY": "1",  # the log tests look for the line of one request; sampling has its own tests
     }
     with local_stack(workdir, extra_env=env, functions=("events", "auth", "stock", "order")) as (running, redis):
         yield running

@@ -3,10 +3,12 @@
 import flask
 import functions_framework
 from flask import Request, Response
+from werkzeug.wrappers import Request as BareRequest
 
 from shared import metrics, tracing, validation
 from shared.context import context
-from shared.http import Router, install_problem_pages, json_response, read_json
+from shared.http import Ready, Router, install_problem_pages, json_response, read_json
+from shared.tokens import BearerToken, parse_bearer
 
 
 def _loads(_key: object) -> None:
@@ -24,12 +26,32 @@ metrics.instrument(router, lambda: context().settings)
 router.observers.append(tracing.name_span)
 
 
+def read_order(request: BareRequest) -> tuple[BearerToken, validation.OrderRequest, str | None]:
+    """The order a request asks for, or SoldOut from memory for a buyer who holds none of a sold-out sale.
+
+    Sold out is public (GET /stock says it), so it is answered before the
+    signature check, the costliest step (docs/security.md).
+    """
+    ctx = context()
+    token = parse_bearer(request.headers.get("Authorization"))
+    wanted = validation.order_request(read_json(request, ctx.settings.max_body_bytes))
+    key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
+    ctx.orders.refuse_from_memory(wanted.sku, token.unverified_subject)
+    return token, wanted, key
+
+
+@router.shortcut("POST", "/orders", armed=lambda: context().orders.memos.any())
+def refuse_from_memory(request: BareRequest) -> Ready | None:
+    """Once a sale is sold out, a loser's answer is ready bytes, before functions-framework and Flask."""
+    read_order(request)
+    return None  # a holder, or a sale with units: the route decides
+
+
 @router.route("POST", "/orders")
 def place_order(request: Request) -> Response:
     ctx = context()
-    claims = ctx.verifier.from_header(request.headers.get("Authorization"))
-    wanted = validation.order_request(read_json(request, ctx.settings.max_body_bytes))
-    key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
+    token, wanted, key = read_order(request)
+    claims = ctx.verifier.verify_token(token)
     placed = ctx.orders.place(claims.subject, wanted.sku, wanted.quantity, key)
     headers = {"Cache-Control": "no-store"}
     if placed.replayed:
@@ -43,6 +65,9 @@ def list_orders(request: Request) -> Response:
     claims = ctx.verifier.from_header(request.headers.get("Authorization"))
     orders = [order.to_public() for order in ctx.orders.orders_of(claims.subject)]
     return json_response({"orders": orders}, 200, {"Cache-Control": "no-store"})
+
+
+router.serve_shortcuts(flask.current_app)
 
 
 @functions_framework.http

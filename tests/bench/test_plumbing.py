@@ -83,7 +83,7 @@ def test_quick_keeps_the_vu_levels_and_shortens_the_rest() -> None:
 def test_cpu_per_request_counts_each_step_its_stacks_pass_through() -> None:
     folded = "\n".join(
         [
-            "process 1;handle (gunicorn/workers/ggevent.py:1);Router.dispatch (http.py:9);TokenVerifier.verify (tokens.py:85) 30",
+            "process 1;handle (gunicorn/workers/ggevent.py:1);Router.dispatch (http.py:9);TokenVerifier.check (tokens.py:85) 30",
             "process 1;handle (gunicorn/workers/ggevent.py:1);Router.dispatch (http.py:9);Logger.info (logging/__init__.py:1) 10",
             "process 1;_Writer._drain (logs.py:94) 10",
             "process 1;handle (gunicorn/workers/ggevent.py:1);SocketMixin.sendall (gevent/_socketcommon.py:1) 50",

@@ -53,7 +53,7 @@ def test_losers_after_sell_out_are_answered_without_redis_or_database(ctx: Conte
     ctx.redis.client.connection_pool.disconnect()
     calls: list[str] = []
     ctx.orders.gate.admit = lambda *a, **k: calls.append("redis")  # type: ignore[method-assign,assignment,return-value]
-    ctx.store.place_order = lambda *a, **k: calls.append("db")  # type: ignore[method-assign,assignment,return-value]
+    ctx.store.place_orders = lambda *a, **k: calls.append("db")  # type: ignore[method-assign,assignment,return-value]
     answer = buy(client, mint()[1])
     assert answer.json["code"] == "sold_out" and calls == []
 
@@ -181,15 +181,15 @@ def test_a_database_failure_after_admission_gives_the_unit_back(ctx: Context, mi
 
     ctx.store.create_sale(SKU, 1, 1, None)
     client = function_client("order")
-    real = ctx.store.place_order
+    real = ctx.store.place_orders
 
     def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise StoreError("disk on fire")
 
-    ctx.store.place_order = failing  # type: ignore[method-assign]
+    ctx.store.place_orders = failing  # type: ignore[method-assign]
     answer = buy(client, mint()[1])
     assert answer.status_code == 503 and answer.json["code"] == "unavailable" and answer.headers["Retry-After"]
     assert ctx.gate.state(SKU)["remaining"] == "1"
-    ctx.store.place_order = real  # type: ignore[method-assign]
+    ctx.store.place_orders = real  # type: ignore[method-assign]
     assert buy(client, mint()[1]).status_code == 201
     assert ctx.store.sale_stats(SKU).sold == 1

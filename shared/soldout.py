@@ -1,0 +1,88 @@
+"""What a worker remembers of a sold-out sale, so that a loser hears it from memory.
+
+Once the gate or the database has said "sold out", the worker keeps two facts
+for ``seconds``: the sale is sold out, and who may hold some of it (the
+*holders*: every buyer the database has an order of, and every buyer the gate
+has admitted, whose order may still be on its way to the database). A press by
+anyone else is refused with no I/O at all: they hold nothing to give back, so
+there is no order to look up, and nothing is left to sell. A holder goes on to
+the database, which answers their ``Idempotency-Key`` with their order.
+
+When the memo lapses, the first request to notice re-checks (the gate, then
+the holders again); the others keep the lapsed memo meanwhile, for at most one
+more ``seconds``, instead of all asking at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SoldOutMemo:
+    until: float  # time.monotonic() after which it lapses
+    holders: frozenset[str]
+
+    def refuses(self, user_id: str) -> bool:
+        """Whether ``user_id`` can be told "sold out" from memory alone."""
+        return user_id not in self.holders
+
+
+class SoldOutMemos:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._memos: dict[str, SoldOutMemo] = {}
+        self._rechecking: dict[str, float] = {}  # sku -> when the one re-check under way stops counting
+        self._loading: set[str] = set()
+
+    def any(self) -> bool:
+        """Whether any sale was ever remembered sold out here (and not forgotten): a check without a sku, to arm a shortcut."""
+        return bool(self._memos)
+
+    def peek(self, sku: str) -> SoldOutMemo | None:
+        """The memo if it holds, or if it lapsed while another request re-checks it; never starts a re-check."""
+        memo = self._memos.get(sku)
+        if memo is None:
+            return None
+        now = time.monotonic()
+        if memo.until > now or self._rechecking.get(sku, 0.0) > now:
+            return memo
+        return None
+
+    def get(self, sku: str) -> tuple[SoldOutMemo | None, bool]:
+        """Like :meth:`peek`; when the memo lapsed and nobody re-checks it, the caller does: ``(None, True)``.
+
+        The caller ends its re-check with :meth:`remember`, :meth:`forget` or :meth:`end_recheck`.
+        """
+        memo = self.peek(sku)
+        if memo is not None or sku not in self._memos:
+            return memo, False
+        self._rechecking[sku] = time.monotonic() + self.seconds
+        return None, True
+
+    def end_recheck(self, sku: str) -> None:
+        self._rechecking.pop(sku, None)
+
+    def begin_load(self, sku: str) -> bool:
+        """Whether the caller should load the holders: no fresh memo, and no other request loading it."""
+        memo = self._memos.get(sku)
+        if (memo is not None and memo.until > time.monotonic() and sku not in self._rechecking) or sku in self._loading:
+            return False
+        self._loading.add(sku)
+        return True
+
+    def remember(self, sku: str, holders: frozenset[str]) -> None:
+        if len(self._memos) > 10_000:  # skus are real sales only, but memory stays bounded regardless
+            self._memos.clear()
+        self._memos[sku] = SoldOutMemo(time.monotonic() + self.seconds, holders)
+        self._rechecking.pop(sku, None)
+        self._loading.discard(sku)
+
+    def end_load(self, sku: str) -> None:
+        self._loading.discard(sku)
+
+    def forget(self, sku: str) -> None:
+        """Units came back (the gate admitted someone): no memory of a sell-out."""
+        self._memos.pop(sku, None)
+        self._rechecking.pop(sku, None)

@@ -1,0 +1,179 @@
+"""A refusal from memory: once a worker knows a sale is sold out, a loser is answered
+with no Redis, no database and no signature check, while a winner still gets
+their order back and a forged token never gets anyone's."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shared import context as context_module
+from shared.context import Context
+from tests.clients import function_client
+from tests.integration.test_order_api import SKU, buy
+
+pytestmark = pytest.mark.integration
+
+
+def forged(ctx: Context, subject: str) -> str:
+    """A well-formed token for ``subject`` that claims our key id but is signed with another key."""
+    now = int(time.time())
+    claims = {"sub": subject, "iss": ctx.settings.jwt_issuer, "aud": ctx.settings.jwt_audience, "iat": now, "nbf": now, "exp": now + 300}
+    other = Ed25519PrivateKey.generate()
+    return jwt.encode(claims, other, algorithm="EdDSA", headers={"kid": ctx.verifier.key_id})
+
+
+class Calls:
+    """Counts every call that leaves the process: the store, the gate and the signature check."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.made: list[str] = []
+        desk = ctx.orders
+        for name, target in (("store", desk.store), ("gate", desk.gate), ("verifier", ctx.verifier)):
+            self._spy(name, target)
+
+    def _spy(self, name: str, target: Any) -> None:
+        for attribute in dir(target):
+            if attribute.startswith("_") or attribute in {"public_key", "public_raw", "key_id", "settings", "redis", "store"}:
+                continue
+            original = getattr(target, attribute)
+            if callable(original):
+                setattr(target, attribute, self._recording(f"{name}.{attribute}", original))
+
+    def _recording(self, label: str, original: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.made.append(label)
+            return original(*args, **kwargs)
+
+        return call
+
+
+def sold_out_sale(ctx: Context, mint) -> tuple[str, str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """One unit, sold with an Idempotency-Key; a loser teaches the worker it is sold out."""
+    ctx.store.create_sale(SKU, 1, 1, None)
+    client = function_client("order")
+    winner_id, winner = mint()
+    first = buy(client, winner, key="winner-key")
+    assert first.status_code == 201
+    assert buy(client, mint()[1], key="a-loser-key").json["code"] == "sold_out"
+    return winner_id, winner, first.json
+
+
+def test_a_losers_press_with_or_without_key_touches_nothing(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    sold_out_sale(ctx, mint)
+    client = function_client("order")
+    _, loser = mint()
+    calls = Calls(ctx)
+    answers = [buy(client, loser, key=key) for key in ("first-press", "first-press", None, "fiftieth")]
+    assert [a.json["code"] for a in answers] == ["sold_out"] * 4
+    assert calls.made == []
+
+
+def test_a_winner_gets_their_order_back_on_this_worker_and_on_a_fresh_one(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    winner_id, winner, order = sold_out_sale(ctx, mint)
+    again = buy(function_client("order"), winner, key="winner-key")
+    assert again.status_code == 201 and again.json == order and again.headers["Idempotent-Replayed"] == "true"
+    fresh = context_module.reset(ctx.settings)  # another worker: no memo yet
+    assert buy(function_client("order"), mint()[1], key="x").json["code"] == "sold_out"
+    assert fresh.orders.memos.peek(SKU) is not None and winner_id in fresh.orders.memos.peek(SKU).holders  # type: ignore[union-attr]
+    replay = buy(function_client("order"), winner, key="winner-key")
+    assert replay.status_code == 201 and replay.json == order
+    more = buy(function_client("order"), winner, key="another-key")  # a holder asking for more
+    assert more.status_code == 409 and more.json["code"] == "sold_out"
+
+
+def test_a_forged_token_naming_the_winner_gets_401_and_no_order(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    winner_id, _, order = sold_out_sale(ctx, mint)
+    answer = buy(function_client("order"), forged(ctx, winner_id), key="winner-key")
+    assert answer.status_code == 401 and answer.json["code"] == "unauthorized"
+    assert order["order_id"] not in answer.get_data(as_text=True)
+
+
+def test_a_forged_token_naming_nobody_hears_only_the_public_fact(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    sold_out_sale(ctx, mint)
+    before = ctx.store.sale_stats(SKU)
+    answer = buy(function_client("order"), forged(ctx, uuid.uuid4().hex), key="k")
+    assert answer.status_code == 409 and answer.json["code"] == "sold_out"
+    assert ctx.store.sale_stats(SKU) == before
+
+
+def test_a_forged_token_on_a_sale_with_stock_is_401(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_sale(SKU, 5, 1, None)
+    answer = buy(function_client("order"), forged(ctx, uuid.uuid4().hex))
+    assert answer.status_code == 401
+    assert ctx.store.sale_stats(SKU).sold == 0
+
+
+@pytest.mark.parametrize("authorization", [None, "", "Basic abc", "Bearer ", "Bearer not-a-token", "Bearer a.b.c"])
+def test_a_missing_or_malformed_authorization_stays_401_after_sell_out(ctx: Context, mint, authorization) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    sold_out_sale(ctx, mint)
+    headers = {} if authorization is None else {"Authorization": authorization}
+    answer = function_client("order").post("/orders", data=json.dumps({"sku": SKU}), content_type="application/json", headers=headers)
+    assert answer.status_code == 401 and answer.json["code"] == "unauthorized"
+
+
+def test_a_refusal_from_memory_is_counted(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    sold_out_sale(ctx, mint)
+    seen: list[tuple[str, str]] = []
+    ctx.orders.observers.append(lambda sku, outcome: seen.append((sku, outcome)))
+    buy(function_client("order"), mint()[1])
+    buy(function_client("order"), forged(ctx, "nobody"))
+    assert seen == [(SKU, "sold_out"), (SKU, "sold_out")]
+
+
+def test_an_admitted_buyer_whose_order_is_not_written_yet_is_a_holder(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_sale(SKU, 2, 1, None)
+    winner_id, winner = mint()
+    assert buy(function_client("order"), winner).status_code == 201
+    in_flight, _ = mint()
+    assert ctx.gate.admit(SKU, in_flight, 1).verdict == "admitted"  # its order is on its way to the database
+    assert buy(function_client("order"), mint()[1]).json["code"] == "sold_out"
+    memo = ctx.orders.memos.peek(SKU)
+    assert memo is not None and memo.holders == {winner_id, in_flight}
+
+
+def test_units_coming_back_end_the_memo(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_sale(SKU, 1, 1, None)
+    client = function_client("order")
+    sold = buy(client, mint()[1]).json
+    assert buy(client, mint()[1]).json["code"] == "sold_out"
+    ctx.store.cancel_order(sold["order_id"])
+    ctx.gate.rebuild(ctx.store, SKU)
+    ctx.orders.memos.seconds = 0.0
+    ctx.orders.memos.remember(SKU, frozenset())  # lapses at once: the next press re-checks the gate
+    assert buy(client, mint()[1]).status_code == 201
+    assert ctx.orders.memos.peek(SKU) is None
+
+
+def test_a_losers_answer_is_ready_bytes_that_never_reach_flask(ctx: Context, mint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from shared import metrics
+    from shared.errors import SoldOut
+    from shared.http import Router, problem_response
+
+    _, winner, _ = sold_out_sale(ctx, mint)
+    client = function_client("order")
+    dispatched: list[str] = []
+    real_dispatch = Router.dispatch
+    monkeypatch.setattr(Router, "dispatch", lambda self, request: dispatched.append(request.path) or real_dispatch(self, request))
+    counted = metrics.HTTP_REQUESTS.labels("order", "/orders", "409")
+    before = counted._value.get()
+    _, loser = mint()
+    answer = buy(client, loser, key="k")
+    full = problem_response(SoldOut())
+    assert (answer.status_code, answer.content_type, answer.get_data()) == (409, full.content_type, full.get_data())
+    assert answer.headers["Content-Length"] == str(len(full.get_data())) and answer.headers["X-Request-Id"]
+    echoed = client.post("/orders", json={"sku": SKU}, headers={"Authorization": f"Bearer {loser}", "X-Request-Id": "mine-1"})
+    assert echoed.headers["X-Request-Id"] == "mine-1"
+    assert dispatched == []  # answered before functions-framework and Flask
+    assert counted._value.get() == before + 2  # and counted all the same
+    assert buy(client, winner, key="winner-key").status_code == 201  # a holder reaches the route
+    assert dispatched == ["/orders"]
+    invalid = client.post("/orders", json={"sku": SKU, "quantity": 0}, headers={"Authorization": f"Bearer {loser}"})
+    assert invalid.status_code == 400 and invalid.json["code"] == "invalid_request"  # the same check, the same answer
