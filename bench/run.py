@@ -47,6 +47,8 @@ PROFILED = {
     "crowd-p99": ("order", "crowd"),
     "crowd-rps": ("order", "crowd"),
     "losers": ("order", "losers"),
+    "losers-p99": ("order", "losers"),
+    "losers-stretch": ("order", "losers"),
     "stock-200": ("stock", "stock-200"),
     "stock-1000": ("stock", "stock-1000"),
     "login": ("auth", "login"),

@@ -39,12 +39,15 @@ TARGETS = (
     Target("crowd-p99", "crowd p99 vs the baseline's under the same crowd", 1.2, True, lambda r: r.crowd_p99_ratio),
     Target("crowd-rps", "crowd throughput vs the baseline's", 0.8, False, lambda r: r.crowd_rps_ratio),
     Target("losers", "losers after sell-out, req/s vs the baseline's", 0.9, False, lambda r: _rps_ratio(r, "losers")),
+    Target("losers-p99", "losers after sell-out, p99 vs the baseline's", 1.2, True, lambda r: _p99_ratio(r, "losers")),
+    Target("losers-stretch", "stretch: losers after sell-out, req/s vs the baseline's", 1.0, False, lambda r: _rps_ratio(r, "losers")),
     Target("stock-200", "stock-check at 200 VUs, req/s vs the baseline's", 0.9, False, lambda r: _rps_ratio(r, "stock-200")),
     Target("stock-1000", "stock-check at 1,000 VUs, req/s vs the baseline's", 0.9, False, lambda r: _rps_ratio(r, "stock-1000")),
     Target("login", "logins/s vs raw bcrypt verifies/s on the same cores", 0.9, False, lambda r: r.login_ratio),
     Target("isolation", "buyers' p95 during a login storm vs alone (split)", 1.2, True, lambda r: r.storm_ratio("split")),
     Target("observability", "losers' req/s with metrics and logs on vs off", 0.95, False, lambda r: _rps_ratio(r, "observability")),
     Target("observability-p99", "losers' p99 with metrics and logs on vs off", 1.05, True, lambda r: _p99_ratio(r, "observability")),
+    Target("store-batching", "store: orders/s batched vs one order a transaction (SQLite)", 10, False, lambda r: r.batching_ratio),
 )
 
 

@@ -81,14 +81,17 @@ def test_targets_say_met_missed_or_not_measured() -> None:
         "crowd-p99": False,  # 1.3 > 1.2
         "crowd-rps": True,  # 0.8 >= 0.8
         "losers": False,  # 0.85 < 0.9
+        "losers-p99": False,  # 150 / 100 = 1.5 > 1.2
+        "losers-stretch": False,  # 0.85 < 1.0
         "stock-200": True,
         "stock-1000": True,
         "login": False,  # 7 of 8 = 0.875
         "isolation": True,  # 1.1
         "observability": None,  # not in the sample: not measured
         "observability-p99": None,
+        "store-batching": True,  # 18,000 / 1,500 = 12 >= 10
     }
-    assert [t.key for t in missed(results)] == ["crowd-p99", "losers", "login"]
+    assert [t.key for t in missed(results)] == ["crowd-p99", "losers", "losers-p99", "losers-stretch", "login"]
     assert results.storm_ratio("monolith") == 300.0
     assert all(t.met(Results()) is None for t in TARGETS)
 
