@@ -114,6 +114,61 @@ def test_a_batch_lands_as_the_same_orders_placed_one_by_one(store: Store, tmp_pa
     alone.close()
 
 
+def test_returned_tickets_go_first_lowest_first_then_fresh_ones(store: Store) -> None:
+    store.create_sale("phone", 5, 3, None)
+    bought = store.place_orders([order("a"), order("b"), order("c"), order("d")])
+    for answer in (bought[3], bought[1]):  # tickets 4 and 2 come back
+        assert isinstance(answer, PlacedOrder)
+        store.cancel_order(answer.order.order_id)
+    answers = store.place_orders([order("e"), order("f", 3), order("g", 2), order("h")])
+    # f needs 4 and two fresh ones, only 5 is left: sold out, and 4 stays for g.
+    assert tickets(answers) == [(2,), "sold_out", (4, 5), "sold_out"]
+    stats = store.sale_stats("phone")
+    assert (stats.sold, stats.issued, stats.free, stats.available) == (5, 5, 0, 0)
+    assert stats.invariants_hold, stats.violations()
+
+
+def test_a_refused_requests_key_binds_nothing_and_the_next_one_places(store: Store) -> None:
+    store.create_sale("phone", 1, 2, None)
+    answers = store.place_orders([order("a", 2, "k"), order("a", 1, "k"), order("a", 1, "k")])
+    assert tickets(answers) == ["sold_out", (1,), (1,)]
+    assert [getattr(a, "replayed", None) for a in answers] == [None, False, True]
+    assert store.buyer_units("phone") == {"a": 1}
+
+
+def test_two_skus_in_one_batch_keep_their_own_tickets_limits_and_stock(store: Store) -> None:
+    store.create_sale("phone", 2, 1, None)
+    store.create_sale("case", 3, 2, None)
+    answers = store.place_orders(
+        [
+            order("a", 1, "k"),
+            order("a", 2, sku="case"),
+            order("b"),
+            order("a"),
+            order("c"),
+            order("b", 2, sku="case"),
+            order("b", 1, sku="case"),
+            order("a", 1, "k", sku="case"),  # a buyer's key spans skus: another body
+        ]
+    )
+    assert tickets(answers) == [(1,), (1, 2), (2,), "limit_reached", "sold_out", "sold_out", (3,), "idempotency_key_reused"]
+    assert store.buyer_units("phone") == {"a": 1, "b": 1}
+    assert store.buyer_units("case") == {"a": 2, "b": 1}
+    for sku in ("phone", "case"):
+        stats = store.sale_stats(sku)
+        assert stats.available == 0 and stats.invariants_hold, stats.violations()
+
+
+def test_a_key_whose_order_was_cancelled_replays_the_cancelled_order(store: Store) -> None:
+    store.create_sale("phone", 3, 2, None)
+    first = store.place_order("phone", "a", 2, idempotency_key="k", request_hash=request_fingerprint("phone", 2)).order
+    store.cancel_order(first.order_id)
+    replay, other = store.place_orders([order("a", 2, "k"), order("b", 2)])
+    assert isinstance(replay, PlacedOrder) and replay.replayed
+    assert (replay.order.order_id, replay.order.status, replay.order.tickets) == (first.order_id, "cancelled", (1, 2))
+    assert tickets([other]) == [(1, 2)]
+
+
 def test_an_empty_batch_answers_nothing(store: Store) -> None:
     assert store.place_orders([]) == []
 
@@ -127,7 +182,22 @@ def test_a_single_order_is_a_batch_of_one(store: Store) -> None:
         store.place_order("phone", "b", 1)
 
 
-# SQLite: one transaction, a savepoint per order ------------------------------------
+# SQLite: one transaction, set-based, a savepoint per order when that fails ----------
+
+
+def test_sqlite_a_batch_reads_a_few_times_not_once_an_order(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "set.db"))
+    store.create_sale("phone", 100, 2, None)
+    store.create_sale("case", 100, 2, None)
+    statements: list[str] = []
+    store._connection().set_trace_callback(statements.append)
+    answers = store.place_orders([order(f"u{i}", 1 + i % 2, f"k{i}", sku=("phone", "case")[i % 2]) for i in range(40)])
+    store._connection().set_trace_callback(None)
+    assert all(isinstance(a, PlacedOrder) for a in answers)
+    reads = [s for s in statements if s.startswith(("SELECT", "WITH"))]
+    assert len(reads) == 2 * 2 + 2, reads  # each sku's sale and free tickets, then all buyers, all keys
+    assert not any("one_order" in s for s in statements)  # no order needed its own savepoint
+    store.close()
 
 
 def test_sqlite_a_busy_database_fails_the_whole_batch_and_commits_nothing(tmp_path: Path) -> None:
