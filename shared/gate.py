@@ -25,11 +25,11 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local quantity = tonumber(ARGV[2])
 local limit = tonumber(redis.call('HGET', KEYS[1], 'limit'))
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if held + quantity > limit then return {'limit_reached', epoch} end
-if tonumber(remaining) < quantity then return {'sold_out', epoch} end
+if held + quantity > limit then return {'limit_reached', epoch, held} end
+if tonumber(remaining) < quantity then return {'sold_out', epoch, held} end
 redis.call('HINCRBY', KEYS[1], 'remaining', -quantity)
 redis.call('HINCRBY', KEYS[2], ARGV[1], quantity)
-return {'admitted', epoch}
+return {'admitted', epoch, held + quantity}
 """
 
 # ARGV: user, quantity, epoch, give_back_units (1/0), user_units_after ('' = subtract)
@@ -66,6 +66,7 @@ def buyers_key(sku: str) -> str:
 class Admission:
     verdict: str  # admitted | sold_out | limit_reached | cold
     epoch: str
+    held: int = 0  # units the gate counts for this buyer (admitted ones included)
 
 
 class Gate:
@@ -78,8 +79,8 @@ class Gate:
 
     def admit(self, sku: str, user_id: str, quantity: int) -> Admission:
         """Raise RedisDown when Redis does not answer."""
-        verdict, epoch = self.redis.call(lambda _: self._admit(keys=[gate_key(sku), buyers_key(sku)], args=[user_id, quantity]))
-        return Admission(_text(verdict), _text(epoch))
+        verdict, epoch, *held = self.redis.call(lambda _: self._admit(keys=[gate_key(sku), buyers_key(sku)], args=[user_id, quantity]))
+        return Admission(_text(verdict), _text(epoch), int(held[0]) if held else 0)
 
     def release(self, sku: str, user_id: str, quantity: int, epoch: str, *, units_after: int | None = None, give_back: bool = True) -> bool:
         """Undo an admission the database refused or failed (only within its epoch)."""

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 from shared.errors import FlashsaleError, LimitReached, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
 from shared.events import EventEmitter, order_placed_event
-from shared.gate import Gate
+from shared.gate import Admission, Gate
 from shared.models import Order, PlacedOrder, Sale, request_fingerprint, utcnow
 from shared.redisconn import RedisDown
 from shared.soldout import SoldOutMemo, SoldOutMemos
@@ -55,24 +55,44 @@ class OrderDesk:
         self.emitter = emitter
         self.memos = SoldOutMemos(sold_out_memo_seconds)
         self._sales: dict[str, tuple[float, Sale | None]] = {}
+        self._reading: dict[str, threading.Event] = {}  # skus one request is reading from the database now
         self._lock = threading.Lock()
         self.observers: list[Callable[[str, str], None]] = []  # (sku, outcome) for metrics
         self.on_store_error: list[Callable[[Exception], None]] = []
 
     # what a worker remembers -------------------------------------------
     def sale(self, sku: str) -> Sale:
-        now = time.monotonic()
+        """The sale, read at most once a SALE_CACHE_SECONDS per worker, by one request at a time.
+
+        A crowd arrives at once: without the single read, every buyer of the
+        first instant (thousands) queued a read on the worker's one database
+        thread, and the winners' writes waited behind them. Once a sale was
+        read, a lapsed copy answers while one request reads it again.
+        """
         cached = self._sales.get(sku)
-        if cached is None or cached[0] <= now:
+        if cached is not None and (cached[0] > time.monotonic() or sku in self._reading):
+            return self._known(sku, cached[1])
+        reading = self._reading.get(sku)
+        if reading is not None:  # nothing read yet, and another request is reading it: wait for that read
+            reading.wait()
+            return self.sale(sku)
+        self._reading[sku] = done = threading.Event()
+        try:
             sale = self.store.get_sale(sku)
             with self._lock:
                 if len(self._sales) > 10_000:  # unknown skus from a client must not grow memory forever
                     self._sales.clear()
-                self._sales[sku] = (now + SALE_CACHE_SECONDS, sale)
-            cached = self._sales[sku]
-        if cached[1] is None:
+                self._sales[sku] = (time.monotonic() + SALE_CACHE_SECONDS, sale)
+        finally:
+            del self._reading[sku]
+            done.set()
+        return self._known(sku, sale)
+
+    @staticmethod
+    def _known(sku: str, sale: Sale | None) -> Sale:
+        if sale is None:
             raise UnknownSku(f"no sale for sku {sku!r}")
-        return cached[1]
+        return sale
 
     def refuse_from_memory(self, sku: str, user_id: str) -> None:
         """Raise SoldOut when this worker knows the sale is sold out and ``user_id`` holds none of it.
@@ -93,11 +113,15 @@ class OrderDesk:
             return
         try:
             first = self.memos.peek(sale.sku) is None
-            holders = set(self.store.buyer_units(sale.sku))  # every order the database has
+            known = self.memos.holders(sale.sku)
+            # Every order the database has, read once per worker and sale; after
+            # that a renewal asks Redis alone. Holders only grow: one who cancelled
+            # stays one and merely goes the slow way.
+            holders = set(known) if known is not None else set(self.store.buyer_units(sale.sku))
             try:
-                holders.update(self.gate.holders(sale.sku))  # and every admission still on its way there
+                holders.update(self.gate.holders(sale.sku))  # and every admission, whose order may still be on its way
             except RedisDown:
-                pass  # the database alone is complete then: no admission was counted without it
+                pass  # the database's holders then; an admission it has not written yet is missed until the next renewal
             self.memos.remember(sale.sku, frozenset(holders))
         except StoreError as exc:
             self._store_failed(exc)  # no memo: the next press asks again
@@ -130,21 +154,32 @@ class OrderDesk:
         if memo is not None and memo.refuses(user_id):
             raise SoldOut()  # no order of theirs to give back, nothing left to sell
         fingerprint = request_fingerprint(sku, quantity)
-        if idempotency_key is not None:
-            # Before any other shortcut: a buyer retrying a confirmed order gets
-            # it back even after the sale sold out.
-            earlier = self._guard(lambda: self.store.find_order_by_key(user_id, idempotency_key))
-            if earlier is not None:
-                return PlacedOrder.replay_of(earlier, fingerprint)
+        if memo is not None:  # a holder: their answer may be their order
+            return self._replay_or(SoldOut(), user_id, idempotency_key, fingerprint)
         sale = self._guard(lambda: self.sale(sku))
         if not sale.started(utcnow()):
             raise SaleNotStarted(f"the sale starts at {sale.starts_at.isoformat() if sale.starts_at else 'soon'}")
         if quantity > sale.per_user_limit:
             raise LimitReached(f"this sale allows {sale.per_user_limit} per buyer")
-        if memo is not None:
-            raise SoldOut()  # a holder asking for more
-        epoch = self._admit(sale, user_id, quantity, idempotency_key)
+        # The gate before any database read: in a crowd almost every press is
+        # refused here, and a refused buyer the gate counts no units for has no
+        # order to give back, so only buyers who hold units pay for a lookup.
+        admission = self._admission(sale, user_id, quantity)
+        epoch: str | None = None
+        if admission is not None and admission.verdict == "sold_out":
+            self.remember_sold_out(sale)
+            if admission.held == 0:
+                raise SoldOut()
+            return self._replay_or(SoldOut(), user_id, idempotency_key, fingerprint)
+        if admission is not None and admission.verdict == "limit_reached":
+            if not self._guard(lambda: self._gate_overcounts(sale, user_id, quantity, idempotency_key)):
+                raise LimitReached(f"this sale allows {sale.per_user_limit} per buyer")
+            # else the database decides: it sells, replays or refuses
+        elif admission is not None and admission.verdict == "admitted":
+            self.memos.forget(sale.sku)  # units came back since this worker last heard "sold out"
+            epoch = admission.epoch
         try:
+            # The database re-checks everything and answers a known Idempotency-Key with its order.
             placed = self.placer.place_order(sku, user_id, quantity, idempotency_key=idempotency_key, request_hash=fingerprint)
         except SoldOut:
             self._gate(lambda e: self.gate.close(sku, e), epoch)
@@ -166,27 +201,25 @@ class OrderDesk:
             self.emitter.emit(order_placed_event(placed.order, sale.total))
         return placed
 
-    def _admit(self, sale: Sale, user_id: str, quantity: int, idempotency_key: str | None) -> str | None:
-        """The gate's epoch if it admitted the buyer; None when the database must decide alone."""
+    def _replay_or(self, refusal: FlashsaleError, user_id: str, idempotency_key: str | None, fingerprint: str) -> PlacedOrder:
+        """The buyer's earlier order under ``idempotency_key`` if there is one; otherwise ``refusal`` is raised."""
+        if idempotency_key is not None:
+            earlier = self._guard(lambda: self.store.find_order_by_key(user_id, idempotency_key))
+            if earlier is not None:
+                return PlacedOrder.replay_of(earlier, fingerprint)
+        raise refusal
+
+    def _admission(self, sale: Sale, user_id: str, quantity: int) -> Admission | None:
+        """The gate's verdict; None when the database must decide alone (Redis down, or a rebuild under way elsewhere)."""
         try:
             admission = self.gate.admit(sale.sku, user_id, quantity)
             if admission.verdict == "cold":
                 if self.gate.try_rebuild(self.store, sale.sku) is None:
-                    return None  # another worker is rebuilding; the database decides meanwhile
+                    return None
                 admission = self.gate.admit(sale.sku, user_id, quantity)
         except RedisDown:
             return None
-        if admission.verdict == "sold_out":
-            self.remember_sold_out(sale)
-            raise SoldOut()
-        if admission.verdict == "limit_reached":
-            if self._guard(lambda: self._gate_overcounts(sale, user_id, quantity, idempotency_key)):
-                return None  # the database decides: it sells, replays or refuses
-            raise LimitReached(f"this sale allows {sale.per_user_limit} per buyer")
-        if admission.verdict != "admitted":
-            return None
-        self.memos.forget(sale.sku)  # units came back since this worker last heard "sold out"
-        return admission.epoch
+        return admission if admission.verdict in {"admitted", "sold_out", "limit_reached"} else None
 
     def _gate_overcounts(self, sale: Sale, user_id: str, quantity: int, idempotency_key: str | None) -> bool:
         """Whether a ``limit_reached`` from the gate may be wrong.

@@ -19,6 +19,8 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+POOL_WAIT_SECONDS = 10.0
+POOL_EXHAUSTED = "No connection available."  # what redis-py's BlockingConnectionPool raises when the wait runs out
 
 
 class RedisDown(Exception):
@@ -34,7 +36,10 @@ class RedisConn:
                 # Bounded: a crowd of 10,000 greenlets shares these instead of
                 # opening 10,000 sockets and exhausting Redis's maxclients.
                 max_connections=64,
-                timeout=settings.redis_timeout_seconds * 4,
+                # How long a greenlet waits for a free connection. In a crowd
+                # the wait is the worker's own queue of CPU work ahead of it
+                # (10,000 buyers at once on 2 cores: seconds), not Redis failing.
+                timeout=POOL_WAIT_SECONDS,
                 socket_timeout=settings.redis_timeout_seconds,
                 socket_connect_timeout=settings.redis_timeout_seconds,
                 health_check_interval=30,
@@ -54,6 +59,12 @@ class RedisConn:
         try:
             return operation(self.client)
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError) as exc:
+            if exc.args == (POOL_EXHAUSTED,):
+                # Every connection stayed busy for POOL_WAIT_SECONDS: this worker is
+                # overloaded, Redis is not down. This request goes to the database;
+                # the others keep the fast path (tripping here once sent a whole
+                # crowd to the database for REDIS_RETRY_AFTER_SECONDS).
+                raise RedisDown(str(exc)) from exc
             self.trip(exc)
             raise RedisDown(str(exc)) from exc
         except redis.ResponseError as exc:

@@ -9,14 +9,20 @@ there is no order to look up, and nothing is left to sell. A holder goes on to
 the database, which answers their ``Idempotency-Key`` with their order.
 
 When the memo lapses, the first request to notice re-checks (the gate, then
-the holders again); the others keep the lapsed memo meanwhile, for at most one
-more ``seconds``, instead of all asking at once.
+the holders again); the others keep the lapsed memo meanwhile instead of all
+asking at once. Under a crowd the re-check itself queues (for a Redis
+connection, for the CPU), so the lapsed memo holds until it is done, or for
+RECHECK_SECONDS if the request re-checking it never finishes: a short bound
+here once let every buyer through to the gate each second, which slowed the
+re-check, which let them all through again.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+RECHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,13 @@ class SoldOutMemos:
         memo = self.peek(sku)
         if memo is not None or sku not in self._memos:
             return memo, False
-        self._rechecking[sku] = time.monotonic() + self.seconds
+        self._rechecking[sku] = time.monotonic() + max(self.seconds, RECHECK_SECONDS)
         return None, True
+
+    def holders(self, sku: str) -> frozenset[str] | None:
+        """The holders last loaded for ``sku`` (lapsed or not); None if it was never remembered here."""
+        memo = self._memos.get(sku)
+        return None if memo is None else memo.holders
 
     def end_recheck(self, sku: str) -> None:
         self._rechecking.pop(sku, None)

@@ -43,22 +43,21 @@ def test_an_admission_whose_request_died_does_not_refuse_the_buyer(ctx: Context,
 
 
 def test_a_retry_racing_its_own_request_gets_the_order_back(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
-    """Connection 2 looks the key up just before connection 1 commits, then meets connection 1's hold in the gate."""
+    """Connection 1 is admitted and commits just before connection 2 reaches the gate, where it meets connection 1's hold."""
     ctx.store.create_sale(SKU, 5, 1, None)
     ctx.gate.rebuild(ctx.store, SKU)
     user_id, token = mint()
-    looked_up = ctx.store.find_order_by_key
+    admit = ctx.orders.gate.admit
     first: list[str] = []
 
-    def racing_lookup(user: str, key: str):  # type: ignore[no-untyped-def]
-        found = looked_up(user, key)
-        if not first:  # connection 1, admitted and committed right after connection 2's lookup
-            assert ctx.gate.admit(SKU, user, 1).verdict == "admitted"
-            placed = ctx.store.place_order(SKU, user, 1, idempotency_key=key, request_hash=request_fingerprint(SKU, 1))
+    def racing_admit(sku: str, user: str, quantity: int):  # type: ignore[no-untyped-def]
+        if not first:  # connection 1, admitted and committed right before connection 2's admission
+            assert admit(sku, user, quantity).verdict == "admitted"
+            placed = ctx.store.place_order(SKU, user, 1, idempotency_key="k1", request_hash=request_fingerprint(SKU, 1))
             first.append(placed.order.order_id)
-        return found
+        return admit(sku, user, quantity)
 
-    ctx.store.find_order_by_key = racing_lookup  # type: ignore[method-assign,assignment]
+    ctx.orders.gate.admit = racing_admit  # type: ignore[method-assign,assignment]
     second = buy(token, key="k1")
     assert second.status_code == 201, second.json
     assert second.json["order_id"] == first[0]

@@ -177,3 +177,22 @@ def test_a_losers_answer_is_ready_bytes_that_never_reach_flask(ctx: Context, min
     assert dispatched == ["/orders"]
     invalid = client.post("/orders", json={"sku": SKU, "quantity": 0}, headers={"Authorization": f"Bearer {loser}"})
     assert invalid.status_code == 400 and invalid.json["code"] == "invalid_request"  # the same check, the same answer
+
+
+def test_before_the_memo_a_loser_the_gate_counts_nothing_for_reads_no_database(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_sale(SKU, 1, 2, None)
+    ctx.gate.rebuild(ctx.store, SKU)
+    winner_id, winner = mint()
+    first = buy(function_client("order"), winner, key="w1")
+    assert first.status_code == 201
+    fresh = context_module.reset(ctx.settings)  # another worker: no memo, no cached sale
+    fresh.orders.sale(SKU)
+    lookups: list[str] = []
+    fresh.store.find_order_by_key = lambda user, key: lookups.append(user)  # type: ignore[method-assign,assignment,return-value,func-returns-value]
+    fresh.orders.remember_sold_out = lambda sale: None  # type: ignore[method-assign]  # keep this worker without a memo
+    _, loser = mint()
+    assert buy(function_client("order"), loser, key="l1").json["code"] == "sold_out"
+    assert lookups == []  # the gate counts no units for them: no order to look up
+    fresh.store.find_order_by_key = ctx.store.find_order_by_key  # type: ignore[method-assign]
+    replay = buy(function_client("order"), winner, key="w1")  # a holder (1 of 2) refused by the gate as sold out
+    assert replay.status_code == 201 and replay.json == first.json
