@@ -114,17 +114,23 @@ class OrderDesk:
         try:
             first = self.memos.peek(sale.sku) is None
             known = self.memos.holders(sale.sku)
-            # Every order the database has, read once per worker and sale; after
-            # that a renewal asks Redis alone. Holders only grow: one who cancelled
-            # stays one and merely goes the slow way.
-            holders = set(known) if known is not None else set(self.store.buyer_units(sale.sku))
             try:
-                holders.update(self.gate.holders(sale.sku))  # and every admission, whose order may still be on its way
+                # Every buyer the gate counts units for, admissions whose order
+                # may still be on its way included: the memo answers at once.
+                # Holders only grow: one who cancelled stays one and merely goes the slow way.
+                holders = set(self.gate.holders(sale.sku)) | (known or set())
+                self.memos.remember(sale.sku, frozenset(holders))
             except RedisDown:
-                pass  # the database's holders then; an admission it has not written yet is missed until the next renewal
-            self.memos.remember(sale.sku, frozenset(holders))
+                holders = set(known or ())
+            if known is None:
+                # Then, once per worker and sale, every order the database has:
+                # one written while Redis was down is in the database only. In a
+                # crowd this read queues behind the winners' writes, which is why
+                # the memo does not wait for it.
+                holders.update(self.store.buyer_units(sale.sku))
+                self.memos.remember(sale.sku, frozenset(holders))
         except StoreError as exc:
-            self._store_failed(exc)  # no memo: the next press asks again
+            self._store_failed(exc)  # the memo keeps the gate's holders; the database's are read at the next sell-out
         finally:
             self.memos.end_load(sale.sku)
         if first:
