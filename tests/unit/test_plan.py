@@ -174,13 +174,14 @@ def test_only_the_stock_reaches_the_database() -> None:
 
 def test_idempotency_lookups_are_checked_when_their_rate_is_known() -> None:
     unknown = make_plan(Scenario(buyers=1_000_000, stock=1000), FIGURES)
-    assert unknown.database.idempotency_reads_per_s == 1_000_000  # one per press
+    assert unknown.database.idempotency_reads_per_s == 1_000  # only the 1,000 holders' presses: the gate refuses the rest
     assert unknown.finding("idempotency_reads") is None
 
     measured = Figures(**{**vars(FIGURES), "database_key_lookups_per_s": 100_000})
-    assert make_plan(Scenario(buyers=70_000, stock=1000), measured).finding("idempotency_reads") is None
-    assert make_plan(Scenario(buyers=70_001, stock=1000), measured).finding("idempotency_reads") is not None
-    assert make_plan(Scenario(buyers=1_000_000, stock=1000, idempotency_key_share=0), measured).finding("idempotency_reads") is None
+    assert make_plan(Scenario(buyers=70_000, stock=70_000), measured).finding("idempotency_reads") is None
+    assert make_plan(Scenario(buyers=70_001, stock=70_001), measured).finding("idempotency_reads") is not None
+    assert make_plan(Scenario(buyers=1_000_000, stock=1000), measured).finding("idempotency_reads") is None
+    assert make_plan(Scenario(buyers=70_001, stock=70_001, idempotency_key_share=0), measured).finding("idempotency_reads") is None
 
 
 def test_more_stock_than_buyers_never_sells_out() -> None:
