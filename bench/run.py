@@ -161,7 +161,9 @@ def run_main(bench: Bench, config: Config, parts: set[str], scratch: Path) -> No
             for task in after:
                 task()
         if config.profile:
-            profile_missed(bench, sites, {"crowd-p99", "crowd-rps", "losers", "stock-200", "stock-1000", "login"})
+            profile_missed(
+                bench, sites, {"crowd-p99", "crowd-rps", "losers", "losers-p99", "losers-stretch", "stock-200", "stock-1000", "login"}
+            )
 
 
 def run_isolation(bench: Bench, config: Config, scratch: Path) -> None:

@@ -59,10 +59,10 @@ FIELDS: dict[str, Field] = {
     ),
     "order_batch_wait_ms": Field(
         "ORDER_BATCH_WAIT_MS",
-        2.0,
+        0.0,
         float,
-        "Group commit: how long the first order of a batch waits for others to share its database write (an idle store"
-        " costs a buyer at most this).",
+        "Group commit: how long the first order of a batch waits for others before it is written. 0: written as soon as"
+        " the previous batch is, so a batch is what arrived during the write before it (no wait when the store is idle).",
     ),
     "order_batch_max": Field("ORDER_BATCH_MAX", 64, int, "Group commit: most orders one database write confirms."),
     "login_rate_per_account": Field("LOGIN_RATE_PER_ACCOUNT", 10, int, "Login attempts per account per window (0 disables)."),

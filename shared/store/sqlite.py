@@ -115,6 +115,21 @@ def _order_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{uuid.uuid4().hex[12:]}"
 
 
+def _confirmed(request: OrderRequest, tickets: tuple[int, ...], created_at: datetime) -> Order:
+    """The confirmed order a request becomes, holding ``tickets``."""
+    return Order(
+        order_id=_order_id(),
+        sku=request.sku,
+        user_id=request.user_id,
+        quantity=request.quantity,
+        tickets=tickets,
+        status="confirmed",
+        created_at=created_at,
+        idempotency_key=request.idempotency_key,
+        request_hash=request.request_hash,
+    )
+
+
 class _Diverged(Exception):
     """The database is not what the batch read (a row count is off): the batch is placed again order by order."""
 
@@ -172,17 +187,7 @@ class _Batch:
         if units + quantity > stock.per_user_limit:
             raise LimitReached(f"this sale allows {stock.per_user_limit} per buyer")
         tickets = stock.take(quantity)
-        order = Order(
-            order_id=_order_id(),
-            sku=sku,
-            user_id=user_id,
-            quantity=quantity,
-            tickets=tickets,
-            status="confirmed",
-            created_at=self.confirmed_at,
-            idempotency_key=key,
-            request_hash=request.request_hash,
-        )
+        order = _confirmed(request, tickets, self.confirmed_at)
         self.held[(sku, user_id)] = units + quantity
         if key is not None:
             self.by_key[(user_id, key)] = order
@@ -614,17 +619,7 @@ class SqliteStore:
             conn.executemany("DELETE FROM free_tickets WHERE sku = ? AND ticket = ?", ((sku, t) for t in returned))
         if fresh:
             conn.execute("UPDATE sales SET issued = issued + ? WHERE sku = ? AND issued + ? <= total", (fresh, sku, fresh))
-        order = Order(
-            order_id=_order_id(),
-            sku=sku,
-            user_id=user_id,
-            quantity=quantity,
-            tickets=tickets,
-            status="confirmed",
-            created_at=utcnow(),
-            idempotency_key=idempotency_key,
-            request_hash=request.request_hash,
-        )
+        order = _confirmed(request, tickets, utcnow())
         conn.execute(
             "INSERT INTO orders (order_id, sku, user_id, quantity, status, idempotency_key, request_hash, created_at)"
             " VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?)",
