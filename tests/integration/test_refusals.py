@@ -196,3 +196,16 @@ def test_before_the_memo_a_loser_the_gate_counts_nothing_for_reads_no_database(c
     fresh.store.find_order_by_key = ctx.store.find_order_by_key  # type: ignore[method-assign]
     replay = buy(function_client("order"), winner, key="w1")  # a holder (1 of 2) refused by the gate as sold out
     assert replay.status_code == 201 and replay.json == first.json
+
+
+def test_a_press_the_shortcut_read_is_not_read_again_by_the_route(ctx: Context, mint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from shared import http
+
+    _, winner, order = sold_out_sale(ctx, mint)
+    reads: list[int] = []
+    real = http.read_json
+    monkeypatch.setattr("shared.http.read_json", lambda request, limit: reads.append(1) or real(request, limit))
+    client = function_client("order")  # imports the function afresh, with the counted read_json
+    again = buy(client, winner, key="winner-key")  # a holder: read by the shortcut, decided by the route
+    assert again.status_code == 201 and again.json == order
+    assert reads == [1]
