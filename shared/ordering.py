@@ -29,7 +29,7 @@ SALE_CACHE_SECONDS = 1.0
 T = TypeVar("T")
 
 
-class PlacesOrders(Protocol):
+class OrderPlacer(Protocol):
     """Where admitted orders are written: the store itself, or an OrderBatcher in front of it (group commit)."""
 
     def place_order(
@@ -46,7 +46,7 @@ class OrderDesk:
         emitter: EventEmitter,
         *,
         sold_out_memo_seconds: float,
-        placer: PlacesOrders | None = None,
+        placer: OrderPlacer | None = None,
     ) -> None:
         self.store = store
         self.placer = placer or store
@@ -113,24 +113,25 @@ class OrderDesk:
             return
         try:
             first = self.memos.peek(sale.sku) is None
-            known = self.memos.holders(sale.sku)
+            last = self.memos.last(sale.sku)
+            holders = set(last.holders) if last else set()  # holders only grow: one who cancelled merely goes the slow way
+            from_database = last is not None and last.from_database
             try:
                 # Every buyer the gate counts units for, admissions whose order
                 # may still be on its way included: the memo answers at once.
-                # Holders only grow: one who cancelled stays one and merely goes the slow way.
-                holders = set(self.gate.holders(sale.sku)) | (known or set())
-                self.memos.remember(sale.sku, frozenset(holders))
+                holders.update(self.gate.holders(sale.sku))
+                self.memos.remember(sale.sku, frozenset(holders), from_database=from_database)
             except RedisDown:
-                holders = set(known or ())
-            if known is None:
-                # Then, once per worker and sale, every order the database has:
-                # one written while Redis was down is in the database only. In a
-                # crowd this read queues behind the winners' writes, which is why
-                # the memo does not wait for it.
+                pass
+            if not from_database:
+                # Then, until one such read succeeds, every order the database
+                # has: one written while Redis was down is in the database only.
+                # In a crowd this read queues behind the winners' writes, which
+                # is why the memo does not wait for it.
                 holders.update(self.store.buyer_units(sale.sku))
-                self.memos.remember(sale.sku, frozenset(holders))
+                self.memos.remember(sale.sku, frozenset(holders), from_database=True)
         except StoreError as exc:
-            self._store_failed(exc)  # the memo keeps the gate's holders; the database's are read at the next sell-out
+            self._store_failed(exc)  # the memo keeps the gate's holders; the next renewal reads the database again
         finally:
             self.memos.end_load(sale.sku)
         if first:

@@ -29,6 +29,7 @@ RECHECK_SECONDS = 10.0
 class SoldOutMemo:
     until: float  # time.monotonic() after which it lapses
     holders: frozenset[str]
+    from_database: bool = False  # the database's buyers are among the holders, not only the gate's
 
     def refuses(self, user_id: str) -> bool:
         """Whether ``user_id`` can be told "sold out" from memory alone."""
@@ -72,10 +73,9 @@ class SoldOutMemos:
         self._rechecking[sku] = time.monotonic() + max(self.seconds, RECHECK_SECONDS)
         return None, True
 
-    def holders(self, sku: str) -> frozenset[str] | None:
-        """The holders last loaded for ``sku`` (lapsed or not); None if it was never remembered here."""
-        memo = self._memos.get(sku)
-        return None if memo is None else memo.holders
+    def last(self, sku: str) -> SoldOutMemo | None:
+        """The memo last remembered for ``sku``, lapsed or not."""
+        return self._memos.get(sku)
 
     def end_recheck(self, sku: str) -> None:
         self._rechecking.pop(sku, None)
@@ -88,10 +88,10 @@ class SoldOutMemos:
         self._loading.add(sku)
         return True
 
-    def remember(self, sku: str, holders: frozenset[str]) -> None:
+    def remember(self, sku: str, holders: frozenset[str], *, from_database: bool = False) -> None:
         if len(self._memos) > 10_000:  # skus are real sales only, but memory stays bounded regardless
             self._memos.clear()
-        self._memos[sku] = SoldOutMemo(time.monotonic() + self.seconds, holders)
+        self._memos[sku] = SoldOutMemo(time.monotonic() + self.seconds, holders, from_database)
         self._rechecking.pop(sku, None)
         self._loading.discard(sku)
 

@@ -209,3 +209,29 @@ def test_a_press_the_shortcut_read_is_not_read_again_by_the_route(ctx: Context, 
     again = buy(client, winner, key="winner-key")  # a holder: read by the shortcut, decided by the route
     assert again.status_code == 201 and again.json == order
     assert reads == [1]
+
+
+def test_a_failed_read_of_the_databases_buyers_is_read_again_at_the_next_renewal(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    from shared.errors import StoreError
+
+    ctx.store.create_sale(SKU, 1, 1, None)
+    ctx.gate.rebuild(ctx.store, SKU)
+    bypassed, _ = mint()
+    ctx.store.place_order(SKU, bypassed, 1)  # written while Redis was down: the gate never counted it
+    desk = ctx.orders
+    sale = desk.sale(SKU)
+    real = desk.store.buyer_units
+
+    def failing(sku: str) -> dict[str, int]:
+        raise StoreError("database busy")
+
+    desk.store.buyer_units = failing  # type: ignore[method-assign]
+    desk.remember_sold_out(sale)
+    first = desk.memos.peek(SKU)
+    assert first is not None and not first.from_database and bypassed not in first.holders  # the gate's holders only
+    desk.store.buyer_units = real  # type: ignore[method-assign]
+    desk.memos.seconds = 0.0
+    desk.memos.remember(SKU, first.holders)  # lapses at once
+    desk.remember_sold_out(sale)  # the renewal
+    renewed = desk.memos.last(SKU)
+    assert renewed is not None and renewed.from_database and bypassed in renewed.holders
