@@ -30,8 +30,8 @@ redis: ## install redis-server through the system package manager if it is missi
 	  elif command -v brew >/dev/null; then brew install redis; \
 	  else echo "install redis-server with your package manager" >&2; exit 1; fi; }
 
-run: setup ## run redis-server and the three functions on ports 8081-8083 (Ctrl-C stops)
-	$(BIN)/flashsale run
+run: setup ## redis-server and the functions on 127.0.0.1:8081-8083, their log lines on the terminal and in var/log/ (Ctrl-C stops all, within 5 s)
+	$(BIN)/flashsale run $(RUN_ARGS)
 
 demo: setup ## set up and run a small flash sale end to end, then print the verdict
 	$(BIN)/flashsale demo --buyers 300 --stock 100
@@ -61,12 +61,12 @@ faults: setup ## every fault scenario at full size (SIGKILL, Redis restart/flush
 images: ## build and push the function images: make images REGISTRY=ghcr.io/you [TAG=v1] [DRY_RUN=1]
 	bash scripts/images.sh
 
-deploy: $(STAMP) ## deploy to Knative: make deploy REGISTRY=... [TAG=...] [DRY_RUN=1] [MODE=kustomize]
+deploy: $(STAMP) ## deploy to Knative (Serving and Eventing 1.13+, checked first): make deploy REGISTRY=... [TAG=...] [DRY_RUN=1] [MODE=kustomize]
 	PYTHON=$(BIN)/python bash scripts/deploy.sh
 
 lock: ## re-pin requirements.txt and requirements-dev.txt from the .in files
 	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in
 	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links -o requirements-dev.txt requirements-dev.in
 
-clean: ## remove local state (database, keys, logs, results); keeps the virtualenv
+clean: ## remove local state (database, keys, logs, devstack.json, results); keeps the virtualenv
 	rm -rf var bench/results .pytest_cache .mypy_cache .ruff_cache

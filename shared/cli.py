@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shared import validation
+from shared.devstack import DEVSTACK_FILE, DevStackInfo
 from shared.errors import FlashsaleError
 from shared.gate import Gate
 from shared.loadusers import mint_tokens
@@ -21,6 +20,8 @@ from shared.settings import Settings, get_settings
 from shared.stock import StockCache
 from shared.store import open_store
 from shared.tokens import generate_keypair
+
+EXIT_GATE_NOT_REBUILT = 4  # reconcile fixed the database but could not reach Redis (3: the invariants are broken)
 
 
 def _datetime(value: str) -> datetime:
@@ -44,13 +45,15 @@ def cmd_sale_create(args: argparse.Namespace, settings: Settings) -> int:
     sale = store.create_sale(
         validation.sku(args.sku), args.stock, args.per_user_limit, _datetime(args.starts_at) if args.starts_at else None
     )
-    _refresh_redis(settings, store, sale.sku)
+    if _refresh_redis(settings, store, sale.sku) is None:
+        # A new sale has no gate yet: the first buyer builds it from the database.
+        print(f"redis did not answer at {settings.redis_url}: the gate is built by the first buyer once it is back", file=sys.stderr)
     print(f"sale {sale.sku}: {sale.total} units, {sale.per_user_limit} per buyer, starts {sale.starts_at or 'now'}")
     return 0
 
 
 def cmd_sale_status(args: argparse.Namespace, settings: Settings) -> int:
-    stats = open_store(settings).sale_stats(args.sku)
+    stats = open_store(settings).sale_stats(validation.sku(args.sku))
     report = stats.to_public()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -63,12 +66,13 @@ def cmd_sale_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_sale_watch(args: argparse.Namespace, settings: Settings) -> int:
     from shared.watch import watch
 
-    return watch(open_store(settings), args.order_url, validation.sku(args.sku), once=args.once, interval=args.interval)
+    order_url = args.order_url or (args.dev_stack.urls.get("order") if args.dev_stack else None) or "http://127.0.0.1:8083"
+    return watch(open_store(settings), order_url, validation.sku(args.sku), once=args.once, interval=args.interval)
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
-    report = store.reconcile(args.sku, grace_seconds=args.grace)
+    report = store.reconcile(validation.sku(args.sku), grace_seconds=args.grace)
     epoch = _refresh_redis(settings, store, args.sku)
     print(
         json.dumps(
@@ -82,22 +86,37 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
             indent=2,
         )
     )
-    return 0 if report.stats.invariants_hold else 3
+    if not report.stats.invariants_hold:
+        return 3
+    if epoch is None:
+        # The gate may still say "sold out" for units the database just gave back, and no
+        # buyer rebuilds a gate that is closed rather than cold: say so, and fail.
+        print(
+            f"flashsale: the database is reconciled, but redis did not answer at {settings.redis_url}, so the gate was not"
+            f" rebuilt and may still refuse buyers for units the sale has. Start Redis (`make run` starts one, and `flashsale`"
+            f" finds it through var/devstack.json) or set REDIS_URL to where it listens, then run"
+            f" `flashsale reconcile --sku {args.sku}` again.",
+            file=sys.stderr,
+        )
+        return EXIT_GATE_NOT_REBUILT
+    return 0
 
 
 def _refresh_redis(settings: Settings, store: Any, sku: str) -> str | None:
-    """Rebuild the gate and drop the cached stock so Redis matches the database."""
+    """Rebuild the gate and drop the cached stock so Redis matches the database; None if Redis did not answer."""
     redis = RedisConn(settings)
     try:
         epoch = Gate(redis).rebuild(store, sku)
         StockCache(store, redis, settings.stock_cache_ttl_seconds).forget(sku)
         return epoch
     except RedisDown:
-        print("redis did not answer: the gate is rebuilt by the first buyer once it is back", file=sys.stderr)
         return None
 
 
 def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    # A terminal's argv may hold bytes that are not UTF-8 (Python keeps them as lone surrogates).
+    validation.text(args.prefix, "--prefix")
+    validation.text(args.password, "--password")
     count = mint_tokens(
         settings,
         args.count,
@@ -112,43 +131,18 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.devstack import DEFAULT_PORTS, RedisServer, Stack, ensure_keys
+    from shared.devstack import dev_ports, run_dev_stack
 
-    ensure_keys(Path(settings.jwt_private_key_file).parent)
-    redis = None
-    redis_url = settings.redis_url
-    if not args.redis_url_given:
-        redis = RedisServer(port=args.redis_port).start()
-        redis_url = redis.url
-    env = {"REDIS_URL": redis_url}
     functions = tuple(args.functions.split(","))
-    stack = Stack(env=env, ports=dict(DEFAULT_PORTS), functions=functions)
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        stack.start()
-        print(f"redis       {redis_url}")
-        for function in functions:
-            print(f"{function:<11} {stack.url(function)}")
-        print("Ctrl-C stops everything.")
-        while not stopping:
-            for function, process in stack.processes.items():
-                if process.poll() is not None:
-                    print(f"{function} exited with {process.returncode}", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stack.stop()
-        if redis is not None:
-            redis.stop()
-    return 0
+    return run_dev_stack(
+        settings,
+        Settings.is_set,
+        var_dir=Path(args.var_dir),
+        functions=functions,
+        ports=dev_ports(functions, args.first_port),
+        redis_port=args.redis_port,
+        out=sys.stdout,
+    )
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -181,7 +175,7 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(run=cmd_sale_status)
     watch = sale_sub.add_parser("watch", help="a live view: sold, orders per second by outcome, p99, invariants (Ctrl-C stops)")
     watch.add_argument("--sku", required=True)
-    watch.add_argument("--order-url", default="http://127.0.0.1:8083", help="the order function, whose /metrics is read")
+    watch.add_argument("--order-url", help="the order function, whose /metrics is read (default: `make run`'s, else http://127.0.0.1:8083)")
     watch.add_argument("--once", action="store_true", help="print one frame and exit (3 if the invariants are broken)")
     watch.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
     watch.set_defaults(run=cmd_sale_watch)
@@ -200,24 +194,45 @@ def parser() -> argparse.ArgumentParser:
     tokens.add_argument("--password", default="load-test-password")
     tokens.set_defaults(run=cmd_tokens)
 
-    run = sub.add_parser("run", help="run redis-server and the functions locally (Ctrl-C stops)")
+    run = sub.add_parser("run", help="run redis-server and the functions on 127.0.0.1, showing their logs (Ctrl-C stops)")
     run.add_argument("--functions", default="auth,stock,order")
-    run.add_argument("--redis-port", type=int, default=6390)
-    run.set_defaults(run=cmd_run)
+    run.add_argument("--redis-port", type=int, default=6390, help="0: any free port (not used when REDIS_URL is set)")
+    run.add_argument("--first-port", type=int, default=8081, help="auth's port; stock, order, events the next ones (0: any free ports)")
+    run.add_argument("--var-dir", default="var", help="database, keys, log/<function>.log and devstack.json (default: var)")
+    run.set_defaults(run=cmd_run, joins_dev_stack=False)
 
     demo = sub.add_parser("demo", help="run a small flash sale end to end and print the verdict")
     demo.add_argument("--buyers", type=int, default=300)
     demo.add_argument("--stock", type=int, default=100)
     demo.add_argument("--workdir", default="var/demo")
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(run=cmd_demo, joins_dev_stack=False)
     add_plan_command(sub)
     return top
 
 
+def operator_settings(args: argparse.Namespace, var_dir: Path = Path("var")) -> Settings:
+    """The settings a command runs with: the environment's, pointed at `make run`'s stack where it leaves a setting unset.
+
+    Here and not in Settings.from_env: only a person's commands should find a
+    dev stack. A function's settings stay a pure function of its environment (a
+    pod must never pick up a file), and so do the tests' settings.
+    """
+    settings = get_settings()
+    args.dev_stack = None
+    if not getattr(args, "joins_dev_stack", True):
+        return settings  # run and demo start their own
+    dev_stack = args.dev_stack = DevStackInfo.load(var_dir / DEVSTACK_FILE)
+    if dev_stack is None:
+        return settings
+    joined = dev_stack.settings_for(settings, Settings.is_set)
+    if joined != settings:
+        print(f"flashsale: using the stack `make run` started (pid {dev_stack.pid}, {var_dir / DEVSTACK_FILE})", file=sys.stderr)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = get_settings()
-    args.redis_url_given = Settings.is_set("REDIS_URL")
+    settings = operator_settings(args)
     try:
         return int(args.run(args, settings))
     except FlashsaleError as exc:

@@ -17,6 +17,8 @@ from shared.accounts import Accounts
 from shared.blocking import gevent_active
 from shared.events import EventEmitter
 from shared.gate import Gate
+from shared.healing import Healer
+from shared.http import ReadinessCheck
 from shared.ordering import OrderDesk
 from shared.ratelimit import LoginLimiter
 from shared.redisconn import RedisConn
@@ -105,13 +107,50 @@ class Context:
             accounts.observe_hash.append(metrics.observe_password_hash)
         return accounts
 
-    def ready_checks(self, *, database: bool = True, redis: bool = True) -> dict[str, object]:
-        checks: dict[str, object] = {}
-        if database:
-            checks["database"] = self.store.ping
-        if redis:
-            checks["redis"] = self.redis.ping
+    @cached_property
+    def healer(self) -> Healer:
+        on_heal = (lambda _healed: metrics.observe_gate_heal()) if self.settings.metrics else None
+        return Healer(self.store, self.gate, self.stock, grace_seconds=self.settings.heal_grace_seconds, on_heal=on_heal)
+
+    @staticmethod
+    def ready_checks(*, key: str | None = None) -> dict[str, ReadinessCheck]:
+        """What a function's ``/readyz`` checks, for its Router's ``readiness``.
+
+        Not ready only for what stops the function answering correctly: the
+        database, and the key it signs (``key="signing_key"``: auth) or
+        verifies (``key="public_key"``: order) tokens with. Redis is reported,
+        never failed: without it every function answers from the database,
+        slower and still right, and Redis is one pod whose restart must not
+        take every pod of every function out of service at once.
+
+        Each check finds the process's context when it runs: nothing connects
+        at import, and a forked worker checks its own clients.
+        """
+        checks: dict[str, ReadinessCheck] = {"database": lambda: context().store.ping()}
+        if key == "signing_key":
+            checks[key] = lambda: _loaded(context().signer.private_key)
+        elif key == "public_key":
+            checks[key] = lambda: _loaded(context().verifier.public_key)
+        elif key is not None:
+            raise ValueError(f"no readiness check for key {key!r}")
+        # What /readyz shows for Redis ("degraded: ..." when it does not answer); it never raises.
+        checks["redis"] = lambda: context().redis_report()
         return checks
+
+    def redis_report(self) -> str | None:
+        """None when Redis answers; otherwise how /readyz reports it (degraded, still ready). Counted in metrics."""
+        try:
+            self.redis.ping()
+            report = None
+        except Exception as exc:  # whatever Redis does, it never makes the function unready
+            report = f"degraded: {type(exc).__name__}"
+        if self.settings.metrics:
+            metrics.observe_degraded("redis", report is not None)
+        return report
+
+
+def _loaded(_key: object) -> None:
+    """Readiness of a key: reading it (a cached property) raised if the file could not be read."""
 
 
 _context: Context | None = None

@@ -88,6 +88,12 @@ class SaleExists(FlashsaleError):
     status, code, title = 409, "sale_exists", "A sale with this sku already exists"
 
 
+class RequestTimeout(FlashsaleError):
+    """The request's body did not arrive within BODY_TIMEOUT_SECONDS: the server closes the connection."""
+
+    status, code, title = 408, "request_timeout", "The request body did not arrive in time"
+
+
 class PayloadTooLarge(FlashsaleError):
     status, code, title = 413, "payload_too_large", "Request body too large"
 

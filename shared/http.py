@@ -38,7 +38,7 @@ log = logging.getLogger("flashsale.http")
 Handler = Callable[..., Response]
 Shortcut = Callable[..., "Ready | None"]  # (request, **route parameters); may raise the FlashsaleError it answers with
 S = TypeVar("S", bound=Shortcut)
-ReadinessCheck = Callable[[], None]
+ReadinessCheck = Callable[[], str | None]  # None: ok; a string: still ready, reported as it is; raising: not ready
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -339,14 +339,15 @@ class Router:
 
     def _ready(self) -> Response:
         checks: dict[str, str] = {}
+        ready = True
         for name, check in self.readiness.items():
             try:
-                check()
-                checks[name] = "ok"
+                checks[name] = check() or "ok"
             except Exception as exc:
                 checks[name] = f"error: {type(exc).__name__}"
-        if all(v == "ok" for v in checks.values()):
-            return json_response({"status": "ok", "checks": checks})
+                ready = False
+        if ready:
+            return json_response({"status": "ok" if all(v == "ok" for v in checks.values()) else "degraded", "checks": checks})
         return problem_response(Unavailable("a dependency does not answer", checks=checks))
 
 

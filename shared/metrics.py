@@ -22,7 +22,7 @@ from flask import Request, Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from shared.errors import StoreError
+from shared.errors import NotFound, StoreError
 from shared.http import Router
 from shared.settings import Settings
 
@@ -91,6 +91,19 @@ PASSWORD_HASH = Histogram(
     "flashsale_password_hash_seconds",
     "Seconds per bcrypt call (hashing at registration, checking at login).",
     buckets=HASH_BUCKETS,
+    registry=REGISTRY,
+)
+
+DEPENDENCY_DEGRADED = Gauge(
+    "flashsale_dependency_degraded",
+    "1 while a dependency the function serves without (redis) fails its readiness check: still ready, slower; 0 once it answers.",
+    ["dependency"],
+    registry=REGISTRY,
+    multiprocess_mode="livemostrecent",  # the latest probe's finding, whichever worker answered it
+)
+GATE_HEALS = Counter(
+    "flashsale_gate_heals_total",
+    "Sold-out admission gates rebuilt by the healing loop because the database still had units (admissions whose orders never landed).",
     registry=REGISTRY,
 )
 
@@ -209,6 +222,14 @@ def dependency_error(dependency: str) -> Callable[[Exception], None]:
     return observe
 
 
+def observe_degraded(dependency: str, degraded: bool) -> None:
+    DEPENDENCY_DEGRADED.labels(_bounded(dependency, DEPENDENCIES)).set(1 if degraded else 0)
+
+
+def observe_gate_heal() -> None:
+    GATE_HEALS.inc()
+
+
 def observe_request_error(error: Exception) -> None:
     """An error that reached a router: a database failure there counts against the database."""
     if isinstance(error, StoreError):
@@ -232,4 +253,8 @@ def instrument(router: Router, settings: Callable[[], Settings]) -> None:
 
     @router.route("GET", "/metrics")
     def prometheus_metrics(request: Request) -> Response:
+        # Prometheus scrapes the pod's port directly (knative/observability/podmonitor.yaml); a request
+        # from outside came through queue-proxy, whose reverse proxy adds X-Forwarded-For (docs/deploy.md).
+        if request.headers.get("X-Forwarded-For") or request.headers.get("Forwarded"):
+            raise NotFound("no route for GET /metrics")
         return response(settings().prometheus_multiproc_dir)

@@ -108,12 +108,18 @@ def post_worker_init(worker: Any) -> None:
 
     Logging from the start: a worker that so far answered only probes has no
     Context yet, yet logs each request. Tracing, if the settings turn it on.
+    Every request body within BODY_TIMEOUT_SECONDS or 408 (shared/bodytimeout.py,
+    outermost, so before the order shortcuts read a body too). The healing loop
+    in stock and events workers (shared/healing.py).
     """
-    from shared import logs, tracing
+    from shared import bodytimeout, healing, logs, tracing
 
     settings = get_settings()
     logs.configure(settings)
-    tracing.configure(settings, worker.cfg.proc_name.removeprefix("flashsale-"), app=worker.wsgi)
+    function = worker.cfg.proc_name.removeprefix("flashsale-")
+    tracing.configure(settings, function, app=worker.wsgi)
+    worker.wsgi = bodytimeout.guard(worker.wsgi, settings, function)
+    healing.start(function, settings)
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -133,7 +139,7 @@ def on_exit(server: Any) -> None:
 def main() -> None:
     settings = get_settings()
     function = sys.argv[1] if len(sys.argv) > 1 else settings.function
-    argv = gunicorn_argv(function, settings)
+    argv = gunicorn_argv(function, settings, host=settings.bind_host)
     # Set before gunicorn starts, so every worker's prometheus_client sees it at import.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(function, settings))
     executable = shutil.which("gunicorn", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))

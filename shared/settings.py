@@ -33,6 +33,12 @@ class Field:
 FIELDS: dict[str, Field] = {
     "function": Field("FUNCTION", "", str, "Which function this process serves: auth, stock, order or events."),
     "port": Field("PORT", 8080, int, "Port the function listens on (Knative sets it)."),
+    "bind_host": Field(
+        "BIND_HOST",
+        "0.0.0.0",
+        str,
+        "Address the function listens on: every interface in a container; `make run` sets `127.0.0.1`, so only this machine reaches it.",
+    ),
     "database_url": Field(
         "DATABASE_URL",
         "sqlite:///var/flashsale.db",
@@ -57,6 +63,20 @@ FIELDS: dict[str, Field] = {
     "sold_out_memo_seconds": Field(
         "SOLD_OUT_MEMO_SECONDS", 1.0, float, "How long a worker answers `sold_out` from memory before asking Redis again."
     ),
+    "heal_interval_seconds": Field(
+        "HEAL_INTERVAL_SECONDS",
+        10.0,
+        float,
+        "How often stock and events look for a sold-out gate while the database still has units (admissions whose orders"
+        " never landed, after a crash) and rebuild it; one pass at a time for the whole deployment. 0 turns healing off.",
+    ),
+    "heal_grace_seconds": Field(
+        "HEAL_GRACE_SECONDS",
+        5.0,
+        float,
+        "How long such a gate must stay sold out, with no order landing meanwhile, before it is rebuilt: longer than an"
+        " order is in flight.",
+    ),
     "order_batch_wait_ms": Field(
         "ORDER_BATCH_WAIT_MS",
         0.0,
@@ -71,6 +91,12 @@ FIELDS: dict[str, Field] = {
     "login_rate_window_seconds": Field("LOGIN_RATE_WINDOW_SECONDS", 60, int, "Window of the login rate limits."),
     "trusted_proxies": Field("TRUSTED_PROXIES", 0, int, "How many `X-Forwarded-For` hops to trust when finding the client address."),
     "max_body_bytes": Field("MAX_BODY_BYTES", 16384, int, "Largest request body accepted (413 above)."),
+    "body_timeout_seconds": Field(
+        "BODY_TIMEOUT_SECONDS",
+        5.0,
+        float,
+        "A request's body must arrive in full within this many seconds of its headers; otherwise `408` and the connection is closed.",
+    ),
     "k_sink": Field("K_SINK", "", str, "Where `order.placed` CloudEvents go (Knative's SinkBinding sets it); empty disables."),
     "log_level": Field("LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR."),
     "log_format": Field("LOG_FORMAT", "json", str, "`json` (one object a line) or `text` for a person at a terminal."),
@@ -112,6 +138,7 @@ FIELDS: dict[str, Field] = {
 class Settings:
     function: str
     port: int
+    bind_host: str
     database_url: str
     mongodb_database: str
     redis_url: str
@@ -125,6 +152,8 @@ class Settings:
     jwt_audience: str
     stock_cache_ttl_seconds: float
     sold_out_memo_seconds: float
+    heal_interval_seconds: float
+    heal_grace_seconds: float
     order_batch_wait_ms: float
     order_batch_max: int
     login_rate_per_account: int
@@ -133,6 +162,7 @@ class Settings:
     login_rate_window_seconds: int
     trusted_proxies: int
     max_body_bytes: int
+    body_timeout_seconds: float
     k_sink: str
     log_level: str
     log_format: str
@@ -179,6 +209,10 @@ class Settings:
             raise ValueError("TOKEN_TTL_SECONDS must be positive")
         if self.max_body_bytes < 256:
             raise ValueError("MAX_BODY_BYTES must be at least 256")
+        if self.body_timeout_seconds <= 0:
+            raise ValueError("BODY_TIMEOUT_SECONDS must be positive")
+        if self.heal_interval_seconds < 0 or self.heal_grace_seconds < 0:
+            raise ValueError("HEAL_INTERVAL_SECONDS and HEAL_GRACE_SECONDS must be >= 0")
         if self.log_sample_every < 1:
             raise ValueError("LOG_SAMPLE_EVERY must be at least 1")
         if self.log_format not in {"json", "text"}:

@@ -5,21 +5,12 @@ import functions_framework
 from flask import Request, Response
 
 from shared import metrics, tracing, validation
-from shared.context import context
+from shared.context import Context, context
 from shared.http import Router, client_address, install_problem_pages, json_response, read_json
-
-
-def _loads(_key: object) -> None:
-    """Readiness: the key file was read (reading raises if it cannot be)."""
-
 
 router = Router("auth")
 install_problem_pages(flask.current_app)  # functions-framework imports this module inside its app context
-router.readiness = {
-    "database": lambda: context().store.ping(),
-    "redis": lambda: context().redis.ping(),
-    "signing_key": lambda: _loads(context().signer.private_key),
-}
+router.readiness = Context.ready_checks(key="signing_key")  # the database and the key; Redis only reported
 metrics.instrument(router, lambda: context().settings)
 router.observers.append(tracing.name_span)
 NO_STORE = {"Cache-Control": "no-store"}

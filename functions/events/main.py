@@ -7,7 +7,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared import metrics
-from shared.context import context
+from shared.context import Context, context
 from shared.events import ORDER_PLACED, event_data
 from shared.http import Router, install_problem_pages
 
@@ -17,7 +17,7 @@ log = logging.getLogger("flashsale.events")
 # /readyz, and Prometheus GET /metrics. functions-framework loads this module inside
 # its app context, so the routes go on its app beside the event endpoint.
 health = Router("events")
-health.readiness = {"database": lambda: context().store.ping(), "redis": lambda: context().redis.ping()}
+health.readiness = Context.ready_checks()
 metrics.instrument(health, lambda: context().settings)
 for path in ("/healthz", "/readyz", "/metrics"):
     flask.current_app.add_url_rule(path, path, lambda: health.dispatch(flask.request), methods=["GET"])

@@ -6,22 +6,13 @@ from flask import Request, Response
 from werkzeug.wrappers import Request as BareRequest
 
 from shared import metrics, tracing, validation
-from shared.context import context
+from shared.context import Context, context
 from shared.http import Ready, Router, install_problem_pages, json_response, read_json
 from shared.tokens import BearerToken, parse_bearer
 
-
-def _loads(_key: object) -> None:
-    """Readiness: the key file was read (reading raises if it cannot be)."""
-
-
 router = Router("order")
 install_problem_pages(flask.current_app)  # functions-framework imports this module inside its app context
-router.readiness = {
-    "database": lambda: context().store.ping(),
-    "redis": lambda: context().redis.ping(),
-    "public_key": lambda: _loads(context().verifier.public_key),
-}
+router.readiness = Context.ready_checks(key="public_key")  # the database and the key; Redis only reported
 metrics.instrument(router, lambda: context().settings)
 router.observers.append(tracing.name_span)
 

@@ -6,15 +6,12 @@ from flask import Request, Response
 from werkzeug.wrappers import Request as BareRequest
 
 from shared import metrics, tracing, validation
-from shared.context import context
+from shared.context import Context, context
 from shared.http import Ready, Router, install_problem_pages
 
 router = Router("stock")
 install_problem_pages(flask.current_app)  # functions-framework imports this module inside its app context
-router.readiness = {
-    "database": lambda: context().store.ping(),
-    "redis": lambda: context().redis.ping(),
-}
+router.readiness = Context.ready_checks()  # the database; Redis only reported
 metrics.instrument(router, lambda: context().settings)
 router.observers.append(tracing.name_span)
 

@@ -62,11 +62,18 @@ def render(reports: list[Report]) -> str:
         for note in report.notes:
             lines.append(f"  - {note}")
         rec = report.reconcile
-        lines.append(
-            f"  - reconcile: exit {rec.get('exit_code')}, released {rec.get('released_tickets', '?')} tickets,"
-            f" gate rebuilt: {rec.get('gate_rebuilt', '?')}; second wave: {report.second_wave_rounds} round(s);"
-            f" {report.seconds:.1f} s in all"
-        )
+        if not report.scenario.operator:
+            healed = "never" if report.healed_after is None else f"{report.healed_after:.1f} s after the crash"
+            lines.append(
+                f"  - no command run; the buyers without an order pressed {report.second_wave_rounds} more round(s);"
+                f" every unit sold: {healed}; {report.seconds:.1f} s in all"
+            )
+        else:
+            lines.append(
+                f"  - reconcile: exit {rec.get('exit_code')}, released {rec.get('released_tickets', '?')} tickets,"
+                f" gate rebuilt: {rec.get('gate_rebuilt', '?')}; second wave: {report.second_wave_rounds} round(s);"
+                f" {report.seconds:.1f} s in all"
+            )
         lines.extend(f"  - FAIL: {problem}" for problem in report.problems)
     return "\n".join(lines)
 

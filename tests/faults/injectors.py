@@ -20,7 +20,8 @@ from typing import Protocol
 import redis as redis_lib
 
 from shared.devstack import RedisServer, Stack, wait_until
-from tests.faults.crowd import Crowd
+from shared.gate import buyers_key
+from tests.faults.crowd import Buyer, Crowd, send_order
 
 FAILING_TRIGGER = "flashsale_fault_injection"
 
@@ -34,6 +35,8 @@ class Sale(Protocol):
     crowd: Crowd
     stock: int
     repeats: int
+    vanishers: list[Buyer]  # buyers outside the crowd whose requests die and who never come back
+    fault_at: float | None  # time.monotonic() when a one-off fault struck
 
     def note(self, text: str) -> None: ...
 
@@ -79,6 +82,42 @@ def kill_order_workers(sale: Sale) -> None:
         sale.note(f"SIGKILL order worker {workers[0]} ({in_flight} requests in flight)")
         # gunicorn's master forks a replacement; let it appear before the next strike
         wait_until(lambda v=workers[0]: v not in children(master) and len(children(master)) >= expected, 30, "a replacement worker")
+
+
+def strand_and_crash(sale: Sale) -> None:
+    """Every order worker SIGKILLed at once (a pod OOM-killed) while orders the gate admitted wait for the database.
+
+    The vanishing buyers' orders are admitted by the gate and then held at the
+    database's write lock, so the crash certainly catches them between the
+    two; their buyers never come back (a closed app), so nothing but the gate's
+    count is left of them: units the gate calls gone and the database still has.
+    """
+    if not sale.when_sold(0.3):
+        return
+    master = sale.stack.processes["order"].pid
+    expected = len(children(master))
+    client = redis_lib.Redis.from_url(sale.redis.url)
+    holder = sqlite3.connect(sale.database, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        url, sku = sale.crowd.base_url, sale.crowd.sku
+        for buyer in sale.vanishers:
+            threading.Thread(target=send_order, args=(url, buyer.token, sku, 1, buyer.key, 30.0), daemon=True).start()
+        wait_until(lambda: all(client.hexists(buyers_key(sku), b.user_id) for b in sale.vanishers), 10, "the vanishing buyers' admissions")
+        workers = children(master)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        sale.fault_at = time.monotonic()
+        sale.note(
+            f"{len(sale.vanishers)} orders admitted by the gate wait for the database; SIGKILL all {len(workers)} order workers"
+            f" ({sale.crowd.in_flight} crowd requests in flight); those {len(sale.vanishers)} buyers never come back"
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        client.close()
+    wait_until(lambda: len(set(children(master)) - set(workers)) >= expected, 30, "replacement workers")
+    sale.note("gunicorn forked replacement workers; nobody runs a command from here on")
 
 
 # redis -----------------------------------------------------------------------

@@ -13,6 +13,11 @@ state passes between them. A run:
    Buy again (same key) until they are gone: reconcile puts units back on sale,
    and a crowd that outnumbers them takes them;
 6. judges the database against what every client was told.
+
+A scenario without an operator (crash-no-operator) skips step 4: nobody runs
+anything, the buyers without an order keep pressing Buy, and every unit must
+be sold within HEAL_BOUND_SECONDS of the crash by the healing loop of the stock
+function's workers (shared/healing.py) alone.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.cli import EXIT_GATE_NOT_REBUILT
 from shared.devstack import ROOT, RedisServer, Stack, local_stack
 from shared.settings import Settings
 from shared.store.sqlite import SqliteStore
@@ -41,6 +47,8 @@ STACK_ENV = {"WORKERS": "2", "LOG_LEVEL": "WARNING", "BCRYPT_ROUNDS": "4"}
 PER_USER_LIMIT = 1
 SECOND_WAVE_SECONDS = 20.0
 SLOW_CLIENT_SLACK = 0.5  # seconds of p95 the slow-client scenario tolerates over a calm sale
+HEAL_BOUND_SECONDS = 60.0  # without an operator, every unit is sold within this long of the crash (issue 13)
+PRESS_AGAIN_SECONDS = 0.5  # a buyer told sold_out who still wants one presses again after this long
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,10 @@ class Scenario:
     pace: float = 1.0  # multiplies the arrival rate
     burst: int = 1  # buyers arriving at the same instant
     baseline: bool = False  # run a sale without the fault first and compare latency
+    operator: bool = True  # False: no `flashsale reconcile`; the buyers keep pressing and healing must sell every unit
+    vanishing: bool = False  # buyers outside the crowd whose orders die in the fault and who never come back
+    functions: tuple[str, ...] = ("order",)  # what the stack runs (stock: the healing loop)
+    reconcile_exits: frozenset[int] = frozenset({0})  # what `flashsale reconcile` may rightly exit with
 
 
 SCENARIOS = [
@@ -92,6 +104,7 @@ SCENARIOS = [
         "redis-server gone for the rest of the sale",
         "with no gate the database alone decides: slower, still exact",
         injectors.stop_redis,
+        reconcile_exits=frozenset({0, EXIT_GATE_NOT_REBUILT}),  # Redis is gone on purpose: reconcile says it could not rebuild the gate
     ),
     Scenario(
         "db-locked",
@@ -118,6 +131,16 @@ SCENARIOS = [
         injectors.slow_clients,
         baseline=True,
     ),
+    Scenario(
+        "crash-no-operator",
+        "every order worker SIGKILLed at once while admitted orders wait for the database; their buyers never return;"
+        " nobody runs a command",
+        "units the gate counted for orders that never landed are sold again within 60 s by the healing loop alone",
+        injectors.strand_and_crash,
+        operator=False,
+        vanishing=True,
+        functions=("order", "stock"),
+    ),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -134,6 +157,7 @@ class Report:
     reconcile: dict[str, Any]
     second_wave_rounds: int
     baseline_p95: float | None = None
+    healed_after: float | None = None  # without an operator: seconds from the crash until the last unit was sold
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -152,6 +176,9 @@ class RunningSale:
     stock: int
     repeats: int
     notes: list[str] = field(default_factory=list)
+    vanishers: list[Buyer] = field(default_factory=list)
+    fault_at: float | None = None
+    healed_after: float | None = None  # seconds from the fault until the database was sold out (no operator)
 
     def note(self, text: str) -> None:
         self.notes.append(f"at {self.crowd.confirmed}/{self.stock} sold: {text}")
@@ -161,14 +188,21 @@ class RunningSale:
         return self.crowd.wait_until(lambda: self.crowd.confirmed >= target, timeout=60)
 
 
-def open_sale(stack: Stack, redis: RedisServer, store: SqliteStore, name: str, size: Size, connections: int) -> RunningSale:
+def open_sale(
+    stack: Stack, redis: RedisServer, store: SqliteStore, name: str, size: Size, connections: int, *, vanishing: int = 0
+) -> RunningSale:
     sku = f"{name}-{uuid.uuid4().hex[:6]}"
     store.create_sale(sku, size.stock, PER_USER_LIMIT, None)
-    users = store.ensure_users([f"{sku}-{i}@faults.flashsale.dev" for i in range(size.buyers)], b"not-a-login")
+    users = store.ensure_users([f"{sku}-{i}@faults.flashsale.dev" for i in range(size.buyers + vanishing)], b"not-a-login")
     signer = TokenSigner(Settings.from_env(stack.env))
     buyers = [Buyer(u.user_id, signer.issue(u.user_id, u.email, ttl_seconds=3600)[0], f"order-{uuid.uuid4().hex}") for u in users]
-    crowd = Crowd(stack.url("order"), sku, buyers, connections=connections)
-    return RunningSale(stack, redis, Path(store.path), crowd, size.stock, size.repeats)
+    crowd = Crowd(stack.url("order"), sku, buyers[: size.buyers], connections=connections)
+    return RunningSale(stack, redis, Path(store.path), crowd, size.stock, size.repeats, vanishers=buyers[size.buyers :])
+
+
+def vanishing_buyers(size: Size) -> int:
+    """How many orders the crash-no-operator fault strands: enough that a gate left alone shows it plainly."""
+    return max(3, size.stock // 4)
 
 
 def reconcile(stack: Stack, sku: str) -> dict[str, Any]:
@@ -206,6 +240,24 @@ def second_wave(sale: RunningSale, store: SqliteStore) -> int:
     return rounds
 
 
+def keep_pressing(sale: RunningSale, store: SqliteStore, until: float) -> tuple[int, float | None]:
+    """No operator: buyers without an order press Buy again and again until the database has sold every unit or ``until``.
+
+    Returns the rounds pressed and when (time.monotonic()) the database was seen sold out, if it was.
+    """
+    rounds = 0
+    while True:
+        level = store.stock_level(sale.crowd.sku)
+        if level is not None and level.available == 0:
+            return rounds, time.monotonic()
+        waiting = [b for b in sale.crowd.buyers if not b.confirmed]
+        if level is None or not waiting or time.monotonic() >= until:
+            return rounds, None
+        sale.crowd.run(waiting, concurrency=32)
+        rounds += 1
+        time.sleep(PRESS_AGAIN_SECONDS)
+
+
 def sell(sale: RunningSale, store: SqliteStore, size: Size, scenario: Scenario, inject: bool) -> tuple[Verdict, dict[str, Any], int]:
     injector = None
     if inject and scenario.inject is not None:
@@ -218,15 +270,22 @@ def sell(sale: RunningSale, store: SqliteStore, size: Size, scenario: Scenario, 
             sale.note("the injector did not finish")
     stats = store.sale_stats(sale.crowd.sku)
     unsold = stats.total - stats.sold
-    reconciled = reconcile(sale.stack, sale.crowd.sku)
-    rounds = second_wave(sale, store)
+    if scenario.operator:
+        reconciled = reconcile(sale.stack, sale.crowd.sku)
+        rounds = second_wave(sale, store)
+    else:
+        reconciled = {}
+        crashed = sale.fault_at if sale.fault_at is not None else time.monotonic()
+        rounds, sold_out_at = keep_pressing(sale, store, until=crashed + HEAL_BOUND_SECONDS)
+        if sold_out_at is not None:
+            sale.healed_after = sold_out_at - crashed
     demand = size.buyers * sale.crowd.quantity > size.stock
     return judge(store, sale.crowd.sku, sale.crowd.buyers, unsold_before_reconcile=unsold, demand_exceeds_supply=demand), reconciled, rounds
 
 
 def run_scenario(scenario: Scenario, size: Size, workdir: Path) -> Report:
     started = time.monotonic()
-    with local_stack(workdir, functions=("order",), extra_env=STACK_ENV) as (stack, redis):
+    with local_stack(workdir, functions=scenario.functions, extra_env=STACK_ENV) as (stack, redis):
         assert redis is not None
         store = SqliteStore(stack.env["DATABASE_URL"].removeprefix("sqlite:///"))
         try:
@@ -235,7 +294,8 @@ def run_scenario(scenario: Scenario, size: Size, workdir: Path) -> Report:
                 calm = open_sale(stack, redis, store, f"{scenario.name}-calm", size, scenario.connections)
                 calm_verdict, _, _ = sell(calm, store, size, scenario, inject=False)
                 baseline_p95 = percentile([b.waited for b in calm.crowd.buyers], 0.95)
-            sale = open_sale(stack, redis, store, scenario.name, size, scenario.connections)
+            vanishing = vanishing_buyers(size) if scenario.vanishing else 0
+            sale = open_sale(stack, redis, store, scenario.name, size, scenario.connections, vanishing=vanishing)
             verdict, reconciled, rounds = sell(sale, store, size, scenario, inject=True)
         finally:
             store.close()
@@ -251,8 +311,11 @@ def run_scenario(scenario: Scenario, size: Size, workdir: Path) -> Report:
         reconcile=reconciled,
         second_wave_rounds=rounds,
         baseline_p95=baseline_p95,
+        healed_after=sale.healed_after,
     )
     report.problems = list(verdict.problems)
+    if not scenario.operator and sale.fault_at is not None and (sale.healed_after is None or sale.healed_after > HEAL_BOUND_SECONDS):
+        report.problems.append(f"units still unsold {HEAL_BOUND_SECONDS:.0f} s after the crash, with nobody running a command")
     if scenario.baseline and baseline_p95 is not None:
         report.problems.extend(f"without the fault: {p}" for p in calm_verdict.problems)
         # a slow client that holds others up costs them seconds (until it leaves);
@@ -260,6 +323,6 @@ def run_scenario(scenario: Scenario, size: Size, workdir: Path) -> Report:
         allowed = max(2 * baseline_p95, baseline_p95 + SLOW_CLIENT_SLACK)
         if report.p95 > allowed:
             report.problems.append(f"p95 {report.p95 * 1000:.0f} ms with slow clients, {baseline_p95 * 1000:.0f} ms without")
-    if reconciled.get("exit_code") not in (0, None):
+    if reconciled.get("exit_code", 0) not in scenario.reconcile_exits:
         report.problems.append(f"flashsale reconcile exited {reconciled.get('exit_code')}")
     return report

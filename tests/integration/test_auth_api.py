@@ -131,7 +131,7 @@ def test_login_still_works_when_redis_is_down(tmp_path, keys) -> None:  # type: 
     post(client, "/register", {"email": "ada@example.com", "password": "correct horse"})
     assert post(client, "/login", {"email": "ada@example.com", "password": "correct horse"}).status_code == 200
     ready = client.get("/readyz")
-    assert ready.status_code == 503 and ready.json["checks"]["redis"].startswith("error")
+    assert ready.status_code == 200 and "redis" in ready.json["checks"]  # degraded, not unready: it serves from the database
     openapi.check("/readyz", "GET", ready.status_code, ready.content_type, ready.data)
 
 

@@ -186,3 +186,14 @@ def test_metrics_off_counts_nothing(ctx: Context, mint) -> None:  # type: ignore
         quiet.store.close()
         context_module.reset(ctx.settings)
     assert (requests(), orders()) == before
+
+
+@pytest.mark.parametrize("forwarded", [{"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}])
+def test_metrics_are_not_served_to_a_request_that_came_through_a_proxy(ctx: Context, forwarded: dict[str, str]) -> None:
+    # On Knative every request from outside the pod passes queue-proxy, which adds X-Forwarded-For;
+    # Prometheus scrapes the pod's port directly and sends neither header.
+    for function in ("auth", "stock", "order", "events"):
+        client = function_client(function)
+        hidden = client.get("/metrics", headers=forwarded)
+        assert hidden.status_code == 404 and hidden.json["code"] == "not_found"
+        assert client.get("/metrics").status_code == 200

@@ -71,7 +71,11 @@ def test_rate_limited_login_is_no_store(tmp_path: Path, redis_url: str, keys: tu
 def test_unready_and_internal_errors_are_no_store(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     from shared.devstack import free_port
 
-    ctx = context.reset(make_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0", keys, REDIS_TIMEOUT_SECONDS="0.2"))
+    # Unready because auth cannot read its signing key (Redis down alone leaves it ready: it serves from the database).
+    missing_key = str(tmp_path / "no-signing-key.pem")
+    ctx = context.reset(
+        make_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0", keys, REDIS_TIMEOUT_SECONDS="0.2", JWT_PRIVATE_KEY_FILE=missing_key)
+    )
     client = function_client("auth")
     unready = client.get("/readyz")
     assert unready.status_code == 503 and unready.headers.get("Cache-Control") == "no-store"
