@@ -136,12 +136,19 @@ class Results:
 
     # per-process figures -----------------------------------------------------
     def figures(self) -> dict[str, Any]:
-        """The shape the capacity planner reads; every number measured in this run (None where not)."""
+        """The shape the capacity planner reads; every number measured in this run (None where not).
+
+        ``max_ms`` is the slowest answer any run of the function got: the planner
+        sizes the probes' timeouts from it. ``machine`` says where it was measured.
+        """
         order_workers = self.workers.get("order") or 1
         stock_workers = self.workers.get("stock") or 1
         auth_cpus = self.workers.get("auth_cpus") or self.workers.get("auth") or 1
         losers = self.pairs.get("losers")
-        stock = _busiest([p.real for name, p in self.pairs.items() if name.startswith("stock")])
+        stock_runs = [p.real for name, p in self.pairs.items() if name.startswith("stock")]
+        stock = _busiest(stock_runs)
+        order_runs = [r.real for r in self.crowd] + [p.real for name, p in self.pairs.items() if name in ("losers", "observability")]
+        login_runs = [m for m in (self.login, self.storm_logins.get("split")) if m is not None]
         crowd_rps = self.crowd_value(lambda r: r.real.rps, higher_is_better=True)
         crowd_p99 = self.crowd_value(lambda r: r.real.p99_ms, higher_is_better=False)
         return {
@@ -149,15 +156,22 @@ class Results:
             "command": self.meta.get("command", "make bench"),
             "cpus": self.meta.get("cpus"),
             "bcrypt_rounds": self.meta.get("bcrypt_rounds"),
+            "machine": self.meta.get("machine"),
             "order": {
                 "losers_rps_per_process": _per(losers.real.rps if losers else None, order_workers),
                 "crowd_rps_per_process": _per(crowd_rps, order_workers),
                 "p99_ms": crowd_p99,
+                "max_ms": _slowest(order_runs),
             },
-            "stock": {"rps_per_process": _per(stock.rps if stock else None, stock_workers), "p99_ms": stock.p99_ms if stock else None},
+            "stock": {
+                "rps_per_process": _per(stock.rps if stock else None, stock_workers),
+                "p99_ms": stock.p99_ms if stock else None,
+                "max_ms": _slowest(stock_runs),
+            },
             "auth": {
                 "logins_per_s_per_cpu": _per(self.login.rps if self.login else None, auth_cpus),
                 "bcrypt_verify_ms": self.bcrypt.get("ms_per_call"),
+                "max_ms": _slowest(login_runs),
             },
             "redis": {"gate_admits_per_s": self.micro.get("gate", {}).get("per_second")},
             "database": {"orders_per_s": self.micro.get("database", {}).get("per_second")},
@@ -199,6 +213,12 @@ class Results:
 
 def _per(value: float | None, processes: int) -> float | None:
     return None if value is None else round(value / processes, 2)
+
+
+def _slowest(measures: list[Measure]) -> float | None:
+    """The slowest answer over these runs (None if none was timed)."""
+    times = [m.max_ms for m in measures if m.max_ms is not None]
+    return max(times) if times else None
 
 
 def _busiest(measures: list[Measure]) -> Measure | None:

@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def machine() -> dict[str, Any]:
 
     k6 = subprocess.run([k6_binary(), "version"], capture_output=True, text=True, check=False).stdout.split("(")[0].strip()
     return {
+        **machine_hardware(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "kernel": platform.release(),
@@ -106,6 +108,18 @@ def machine() -> dict[str, Any]:
         "tcp_max_syn_backlog": read("/proc/sys/net/ipv4/tcp_max_syn_backlog"),
         "load_average_start": load_average(),
     }
+
+
+def machine_hardware() -> dict[str, Any]:
+    """The CPU model, memory and redis-server a run had: what a reader of the figures needs to compare machines."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), None)
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), None)
+    server = shutil.which("redis-server")
+    redis = subprocess.run([server, "--version"], capture_output=True, text=True, check=False).stdout.split() if server else []
+    version = next((word.removeprefix("v=") for word in redis if word.startswith("v=")), None)
+    return {"cpu_model": model or platform.processor() or None, "memory_gib": round(kib / 2**20, 1) if kib else None, "redis": version}
 
 
 def isolation_meta(config: Config) -> dict[str, Any]:

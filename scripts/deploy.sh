@@ -7,9 +7,17 @@
 #
 # TAG (default latest) picks the images scripts/images.sh pushed. The kn flags are read
 # from knative/*.yaml, so the manifests stay the one place the numbers live.
+# Before applying anything it checks that the cluster runs Knative Serving and Eventing
+# at least MIN_SERVING and MIN_EVENTING (docs/deploy.md says why); KNATIVE_VERSION_CHECK=0
+# skips that.
 source "$(dirname "$0")/common.sh"
 MODE=${MODE:-kn}
 PYTHON=${PYTHON:-python3}
+# Serving 1.13 is the first to accept a volume at /tmp (it was a reserved path before);
+# Eventing is held to the same release (nothing the manifests use in it is newer).
+MIN_SERVING=1.13
+MIN_EVENTING=1.13
+KNATIVE_VERSION_CHECK=${KNATIVE_VERSION_CHECK:-1}
 require_registry deploy.sh "where scripts/images.sh pushed the images"
 
 if ! "$PYTHON" -c 'import yaml' 2>/dev/null; then
@@ -30,6 +38,45 @@ run() {
   fi
 }
 
+# The installed version of a Knative component, as https://knative.dev/docs/install/upgrade/check-install-version
+# reads it: the namespace's app.kubernetes.io/version label (YAML installs), else the Operator's
+# CR; empty when the cluster answers neither (no access, another distribution).
+installed_version() {
+  local namespace=$1 operator_kind=$2 version
+  version=$(kubectl get namespace "$namespace" -o 'go-template={{index .metadata.labels "app.kubernetes.io/version"}}' 2>/dev/null) || version=""
+  if [[ -z $version || $version == "<no value>" ]]; then
+    version=$(kubectl get "$operator_kind" -n "$namespace" -o 'jsonpath={.items[0].status.version}' 2>/dev/null) || version=""
+  fi
+  echo "${version#v}"
+}
+
+# Stops the deploy when a component is known to be older than flashsale needs; warns when
+# its version cannot be read, and goes on.
+require_version() {
+  local component=$1 namespace=$2 operator_kind=$3 minimum=$4 have lowest
+  have=$(installed_version "$namespace" "$operator_kind")
+  if [[ ! $have =~ ^[0-9]+\.[0-9]+ ]]; then
+    echo "deploy.sh: cannot tell which Knative $component this cluster runs (${have:-no version on namespace $namespace}); flashsale needs $minimum or newer (docs/deploy.md)" >&2
+    return 0
+  fi
+  lowest=$(printf '%s\n%s\n' "$minimum" "$have" | sort -V | head -n 1)
+  if [[ $lowest != "$minimum" ]]; then
+    echo "deploy.sh: Knative $component $have is older than $minimum, which flashsale needs (docs/deploy.md);" \
+      "upgrade it, or set KNATIVE_VERSION_CHECK=0 to deploy anyway" >&2
+    exit 1
+  fi
+  echo "Knative $component $have (>= $minimum)" >&2
+}
+
+if [[ $KNATIVE_VERSION_CHECK == 1 ]]; then
+  if [[ $DRY_RUN == 1 ]]; then
+    echo "# checks first: Knative Serving >= $MIN_SERVING and Eventing >= $MIN_EVENTING (namespace version labels, or the Operator's CRs)"
+  else
+    require_version Serving knative-serving knativeservings.operator.knative.dev "$MIN_SERVING"
+    require_version Eventing knative-eventing knativeeventings.operator.knative.dev "$MIN_EVENTING"
+  fi
+fi
+
 # Prints, NUL-separated, the `kn service apply` arguments equivalent to one knative/<fn>.yaml.
 kn_args() {
   "$PYTHON" - "$1" "$2" <<'PY'
@@ -47,6 +94,12 @@ spec = template["spec"]
 port = container["ports"][0]["containerPort"]
 
 args = ["kn", "service", "apply", service["metadata"]["name"], "--image", image, "--port", str(port)]
+
+for key, value in service["metadata"].get("labels", {}).items():
+    if key == "networking.knative.dev/visibility" and value == "cluster-local":
+        args += ["--cluster-local"]
+    else:
+        args += ["--label-service", f"{key}={value}"]
 
 for source in container.get("envFrom", []):
     if "configMapRef" in source:
@@ -79,9 +132,19 @@ for kind in ("requests", "limits"):
     if resources:
         flag = "--request" if kind == "requests" else "--limit"
         args += [flag, ",".join(f"{name}={value}" for name, value in resources.items())]
+PROBE_OPTIONS = {
+    "initialDelaySeconds": "InitialDelaySeconds",
+    "periodSeconds": "PeriodSeconds",
+    "timeoutSeconds": "TimeoutSeconds",
+    "successThreshold": "SuccessThreshold",
+    "failureThreshold": "FailureThreshold",
+}
 for probe, flag in (("readinessProbe", "--probe-readiness"), ("livenessProbe", "--probe-liveness")):
     if probe in container:
         args += [flag, f"http::{port}:{container[probe]['httpGet']['path']}"]
+        options = [f"{name}={container[probe][key]}" for key, name in PROBE_OPTIONS.items() if key in container[probe]]
+        if options:
+            args += [flag + "-opts", ",".join(options)]
 # kn's strict context is runAsNonRoot, no privilege escalation, no capabilities and
 # RuntimeDefault seccomp; it cannot make the root filesystem read-only (docs/deploy.md).
 args += ["--security-context", "strict"]

@@ -6,11 +6,19 @@ seconds after the autoscaler asks for them) and one-second metric samples; betwe
 events the traffic is a fluid in ``step``-second slices: requests arrive at the
 crowd's rate, ready pods answer them at their measured capacity, first come first
 served, and a request that has waited ``timeout_seconds`` is dropped (queue-proxy's
-timeout). Waiting requests sit in the activator (``target-burst-capacity: -1``
-keeps it in the path), which reports them as concurrency, as the real one does.
+timeout).
+
+What the autoscaler is shown follows what Knative measures. ``rps``: the requests
+that *arrived* in each second (knative.dev/networking's ``RequestStats``: "the
+number of requests that arrived in the current reporting period"), so a backlog
+does not show. ``concurrency``: the requests in flight, by Little's law the rate
+answered x the time one spends inside a pod that keeps up (``service_seconds``, the
+measured latency, not a goal), plus every request still waiting; a waiting request
+is counted wherever it waits (in a pod's gevent worker, or in the activator when it
+is in the path), as queue-proxy and the activator both report what they hold.
 
 The decider follows Knative Serving's ``pkg/autoscaler/scaling/autoscaler.go``:
-average concurrency over the stable window (60 s) and the panic window (10 % of
+the metric averaged over the stable window (60 s) and the panic window (10 % of
 it, 6 s); desired pods = ceil(average / (target x utilization)), kept within
 [ready / max-scale-down-rate, ready x max-scale-up-rate]; panic starts when the
 panic-window pods reach ``panic_threshold`` x ready pods, only scales up while it
@@ -30,6 +38,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 GOLDEN = 0.6180339887498949  # spreads pod start times over their range without randomness
+METRICS = ("concurrency", "rps")
 
 
 @dataclass(frozen=True)
@@ -48,10 +57,11 @@ class Crowd:
 class Autoscaler:
     """The revision's KPA settings (annotations and Knative's config-autoscaler defaults)."""
 
-    target: float
+    target: float  # in-flight requests per pod (concurrency) or requests per second per pod (rps)
     utilization: float  # 0-1, target-utilization-percentage / 100
     min_scale: int
     max_scale: int
+    metric: str = "concurrency"  # autoscaling.knative.dev/metric: concurrency or rps
     stable_window: float = 60.0
     panic_window_percentage: float = 10.0
     panic_threshold: float = 2.0  # panic-threshold-percentage 200
@@ -59,6 +69,10 @@ class Autoscaler:
     max_scale_up_rate: float = 1000.0
     max_scale_down_rate: float = 2.0
     scale_down_delay: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
 
     @property
     def panic_window(self) -> float:
@@ -71,10 +85,14 @@ class Autoscaler:
 
 @dataclass(frozen=True)
 class Pods:
-    """What one pod does: answers ``capacity_rps``; a request spends ``request_seconds`` in it when it keeps up."""
+    """What one pod does: answers ``capacity_rps``; a request spends ``service_seconds`` in it when it keeps up.
+
+    ``service_seconds`` is a measured latency (the time a request that does not
+    queue spends inside), never a latency goal: the autoscaler sees what is.
+    """
 
     capacity_rps: float
-    request_seconds: float
+    service_seconds: float
     start_seconds: tuple[float, float] = (5.0, 15.0)  # asked for -> ready (schedule, pull, start, /readyz)
     ready_at_start: int | None = None  # None: min-scale, what a revision idles at before the sale
     timeout_seconds: float = 30.0
@@ -118,7 +136,7 @@ class _State:
     starting: list[float] = field(default_factory=list)  # ready-at times of pods being started
     started_total: int = 0
     queue: deque[list[float]] = field(default_factory=deque)  # [arrived_at, count], oldest first
-    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (second, mean concurrency)
+    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (second, what the metric read that second)
     concurrency_area: float = 0.0  # integral of concurrency over the current second
     panic_since: float | None = None
     max_panic_pods: int = 0
@@ -144,8 +162,8 @@ _READY, _SAMPLE, _TICK, _STEP = range(4)
 
 def simulate(crowd: Crowd, pods: Pods, scaler: Autoscaler, *, seconds: float, step: float = 0.05) -> SimResult:
     """Run the sale from t=0 for ``seconds`` and return what happened each second."""
-    if pods.capacity_rps <= 0 or scaler.target_per_pod <= 0 or step <= 0:
-        raise ValueError("capacity, target x utilization and step must be positive")
+    if pods.capacity_rps <= 0 or pods.service_seconds < 0 or scaler.target_per_pod <= 0 or step <= 0:
+        raise ValueError("capacity, target x utilization and step must be positive, service time not negative")
     initial = pods.ready_at_start if pods.ready_at_start is not None else scaler.min_scale
     state = _State(ready=initial, desired=initial)
     # The minute before the sale: pods idle, so the stable window starts full of zeros.
@@ -178,7 +196,8 @@ def simulate(crowd: Crowd, pods: Pods, scaler: Autoscaler, *, seconds: float, st
             _flow(state, crowd, pods, t, step)
         elif kind == _SAMPLE:
             second = payload
-            state.samples.append((float(second), state.concurrency_area))
+            reading = state.second_arrivals if scaler.metric == "rps" else state.concurrency_area
+            state.samples.append((float(second), reading))
             state.concurrency_area = 0.0
             while state.samples and state.samples[0][0] <= second - scaler.stable_window:
                 state.samples.popleft()
@@ -247,8 +266,8 @@ def _flow(state: _State, crowd: Crowd, pods: Pods, t: float, step: float) -> Non
         else:
             state.queue[0][1] = count - take
     state.answered += served
-    # Little's law inside the pods, plus everyone still waiting in the activator.
-    concurrency = served / step * pods.request_seconds + state.waiting
+    # Little's law inside the pods at the latency they really have, plus everyone still waiting.
+    concurrency = served / step * pods.service_seconds + state.waiting
     state.concurrency_area += concurrency * step
 
 

@@ -1,19 +1,27 @@
-"""``flashsale plan``: pods, Knative annotations and store load for a crowd, from measured figures.
+"""``flashsale plan``: pods, Knative annotations, probes and store load for a crowd, from measured figures.
 
     python -m shared.plan --buyers 10000 --stock 1000 [--window-seconds 1] [--json] [--simulate]
 
-The figures are per process (one gunicorn worker) as ``make bench`` measures them and
-writes them to ``bench/results/latest.json``; a flag overrides any one of them, and a
-figure neither gives is an error, never a guess. Everything here is arithmetic on
-those figures, shown line by line so a reader can check it (docs/capacity.md):
+The figures are per process (one gunicorn worker) as ``make bench`` measures them.
+By default they come from the newer of two files: ``bench/reference/figures.json``
+(the last full ``make bench`` published in the repository, dated, with its machine)
+and ``bench/results/latest.json`` (what ``make bench`` wrote on this machine, kept
+out of git). A flag overrides any one figure, and a figure neither gives is an
+error, never a guess. Everything here is arithmetic on those figures and on
+Knative Serving's own rules, shown line by line so a reader can check it
+(docs/capacity.md cites the code each rule comes from):
 
-- Little's law: requests in flight = arrival rate x time each spends inside.
-  Knative scales on in-flight requests, so a pod's ``target`` is what it holds
-  when it answers its measured rate within the latency goal (rate x goal), and
-  the pods a crowd needs are its in-flight requests / (target x utilization).
+- The KPA wants ceil(observed metric / (target x utilization)) pods
+  (``pkg/autoscaler/scaling/autoscaler.go``), where ``observed`` is what it
+  measures, never a goal. order and stock scale on ``rps``: the requests that
+  arrive, against the rate a pod was measured to answer. auth scales on
+  ``concurrency``: the logins in flight, each holding a CPU for one measured
+  bcrypt verify.
 - The crowd cannot wait for pods: a pod takes seconds to start and the sale's
   crowd lasts seconds, so ``min-scale`` and ``initial-scale`` carry the whole
   crowd; ``max-scale`` leaves room for a crowd twice the plan.
+- Probes time out only past the slowest answer the benchmark saw, so a pod that
+  is busy is never taken for a broken one.
 - Only about ``stock`` buyers reach the database; every Buy pressed before the
   sale sells out reaches the Redis gate, one key on one Redis thread. Past what
   that key answers, the gate has to be split (see :func:`gate_split_advice`).
@@ -24,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +42,8 @@ from shared.ordering import SALE_CACHE_SECONDS
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FIGURES = ROOT / "bench" / "results" / "latest.json"
+REFERENCE_FIGURES = ROOT / "bench" / "reference" / "figures.json"  # in git: a fresh clone plans from it
+LATEST_FIGURES = ROOT / "bench" / "results" / "latest.json"  # written by a full `make bench`, ignored by git
 
 # Pod shapes as knative/*.yaml deploy them (a unit test keeps the two in step):
 # auth hashes one password per CPU; stock and order run one gevent worker on one CPU.
@@ -43,11 +51,32 @@ CPUS = {"auth": 2, "stock": 1, "order": 1}
 WORKERS = {"auth": 2, "stock": 1, "order": 1}
 THREADS = {"auth": 1, "stock": 1, "order": 1}
 TIMEOUT_SECONDS = {"auth": 30, "stock": 10, "order": 30}
+# How each function scales, and why (docs/capacity.md): order and stock answer from memory and
+# Redis in milliseconds, so the requests they hold at the planned load are a fraction of one per
+# pod, too few to steer on; the requests that arrive are what they size by. A login holds a CPU
+# for one bcrypt verify, a measured time, so its in-flight count is the load itself.
+METRIC = {"auth": "concurrency", "stock": "rps", "order": "rps"}
 # Never fewer: auth keeps one pod warm; stock and order two, so one restarting pod
 # does not leave the sale on a single one.
 MIN_PODS = {"auth": 1, "stock": 2, "order": 2}
 MAX_SCALE_HEADROOM = 2.0  # max-scale leaves room for a crowd twice the planned one
-TARGET_BURST_CAPACITY = -1  # the activator always in the path (docs/deploy.md)
+# The KPA panics when the panic window's pods reach this share of the ready ones (200 % unless set;
+# Knative accepts 110-1000). Scaling on rps, a backlog does not show, so the default would wait for
+# arrivals twice what the ready pods are sized for; the plan panics as soon as the last 6 s brought
+# more than the ready pods answer at their measured rate: 100 / utilization.
+PANIC_THRESHOLD_BOUNDS = (110, 1000)
+# The activator (pkg/activator/net/throttler.go) queues a request only when the revision has a
+# containerConcurrency: with 0 it forwards at once to the better of two random pods. So it is kept
+# in the path (-1) only for auth, whose limit of 2 it enforces by handing a login to a pod with a
+# free hashing slot; order and stock (0) get their requests from the ingress straight to the pods.
+TARGET_BURST_CAPACITY = {"auth": -1, "stock": 0, "order": 0}
+# Probes: a new pod is probed every second, so it takes traffic within a second of answering
+# /readyz (Knative's own 50 ms probing gives each try 100 ms, which a busy worker would fail);
+# the kubelet's liveness probe keeps its default period. Three failures in a row, each slower
+# than the benchmark's slowest answer, mark a pod unready or restart it.
+READINESS_PERIOD_SECONDS = 1
+LIVENESS_PERIOD_SECONDS = 10
+PROBE_FAILURE_THRESHOLD = 3
 
 # The settings the pods run with: the code's defaults, which knative/config.yaml keeps
 # (a unit test checks): the Redis timeout past which a gate answer trips the breaker, the
@@ -60,11 +89,8 @@ LOGIN_RATE_LIMIT_COMMANDS = 4  # INCR + EXPIRE for the account and the address, 
 GATE_HEADROOM = 0.7  # keep the gate's Redis thread at most 70 % busy, as the pods are kept at 70 %
 
 
-FIGURES_BLOCK = re.compile(r"<!-- figures:start -->\s*```json\n(.*?)```\s*<!-- figures:end -->", re.S)
-
-
 class FiguresMissing(Exception):
-    """A figure the plan needs is in neither the results file nor the flags."""
+    """A figure the plan needs is in neither the figures file nor the flags."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +113,14 @@ class FigureSpec:
 FIGURE_SPECS = (
     FigureSpec("order", "losers_rps_per_process", "--order-losers-rps", "409 sold_out answers per second, one order process"),
     FigureSpec("order", "crowd_rps_per_process", "--order-crowd-rps", "POST /orders per second in the crowd, one order process"),
-    FigureSpec("order", "p99_ms", "--order-p99-ms", "p99 latency of POST /orders in the benchmark (ms)"),
+    FigureSpec("order", "p99_ms", "--order-p99-ms", "p99 latency of POST /orders in the benchmark's crowd (ms)"),
+    FigureSpec("order", "max_ms", "--order-max-ms", "slowest POST /orders answer in the benchmark (ms)"),
     FigureSpec("stock", "rps_per_process", "--stock-rps", "GET /stock per second, one stock process"),
     FigureSpec("stock", "p99_ms", "--stock-p99-ms", "p99 latency of GET /stock in the benchmark (ms)"),
+    FigureSpec("stock", "max_ms", "--stock-max-ms", "slowest GET /stock answer in the benchmark (ms)"),
     FigureSpec("auth", "logins_per_s_per_cpu", "--auth-logins-per-cpu", "logins per second per CPU (bcrypt-bound)"),
     FigureSpec("auth", "bcrypt_verify_ms", "--bcrypt-verify-ms", "one bcrypt verify at the deployed cost (ms)"),
+    FigureSpec("auth", "max_ms", "--auth-max-ms", "slowest POST /login answer in the benchmark (ms)"),
     FigureSpec("redis", "gate_admits_per_s", "--gate-admits-per-s", "gate Lua calls per second one Redis key answers"),
     FigureSpec("database", "orders_per_s", "--db-orders-per-s", "orders per second the database confirms"),
     FigureSpec("database", "key_lookups_per_s", "--db-key-lookups-per-s", "Idempotency-Key lookups per second the database answers", False),
@@ -103,29 +132,46 @@ class Figures:
     order_losers_rps_per_process: float
     order_crowd_rps_per_process: float
     order_p99_ms: float
+    order_max_ms: float
     stock_rps_per_process: float
     stock_p99_ms: float
+    stock_max_ms: float
     auth_logins_per_s_per_cpu: float
     auth_bcrypt_verify_ms: float
+    auth_max_ms: float
     redis_gate_admits_per_s: float
     database_orders_per_s: float
     database_key_lookups_per_s: float | None = None
     source: str = "flags"
 
 
-def _figures_text(path: Path) -> str:
-    """The results file's JSON; from a Markdown file, its ``figures`` block (docs/capacity.md keeps one)."""
-    text = path.read_text()
-    if path.suffix != ".md":
-        return text
-    block = FIGURES_BLOCK.search(text)
-    if block is None:
-        raise ValueError("no <!-- figures:start --> ```json ... ``` <!-- figures:end --> block")
-    return block.group(1)
+def default_figures(reference: Path | None = None, latest: Path | None = None) -> Path:
+    """The newer of the reference figures (in git) and the last ``make bench`` on this machine.
+
+    Newer by the ``measured_at`` each file records; on a tie, or when ``latest``
+    is missing or unreadable, the reference, which someone reviewed.
+    """
+    reference = reference or REFERENCE_FIGURES
+    latest = latest or LATEST_FIGURES
+    latest_at = _measured_at(latest)
+    reference_at = _measured_at(reference)
+    if latest_at is not None and (reference_at is None or latest_at > reference_at):
+        return latest
+    return reference
+
+
+def _measured_at(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    when = data.get("measured_at") if isinstance(data, dict) else None
+    # ISO 8601 in UTC, as make bench writes it, so the strings sort as the times do.
+    return when if isinstance(when, str) else None
 
 
 def load_figures(path: Path | None, overrides: dict[str, float]) -> Figures:
-    """Figures from the benchmark's results file (or docs/capacity.md), each replaced by its flag when given.
+    """Figures from a benchmark figures file, each replaced by its flag when given.
 
     ``overrides`` maps a figure's dotted name (``order.p99_ms``) to its value.
     Raises FiguresMissing naming every figure neither source gives.
@@ -135,13 +181,12 @@ def load_figures(path: Path | None, overrides: dict[str, float]) -> Figures:
     problem = ""
     if path is not None and path.exists():
         try:
-            measured = json.loads(_figures_text(path))
+            measured = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise FiguresMissing(f"cannot read {path}: {exc}") from exc
         if not isinstance(measured, dict):
             raise FiguresMissing(f"{path} is not a JSON object")
-        when = measured.get("measured_at", "an unknown time")
-        source = f"{path} (measured {when} on {measured.get('cpus', '?')} CPUs, bcrypt cost {measured.get('bcrypt_rounds', '?')})"
+        source = f"{_shown(path)} ({_provenance(measured)})"
     elif path is not None:
         problem = f"{path} does not exist (run `make bench`)"
 
@@ -161,11 +206,28 @@ def load_figures(path: Path | None, overrides: dict[str, float]) -> Figures:
         values[spec.attribute] = float(value)
     if missing:
         lines = [f"  {spec.name}: {spec.meaning} (or {spec.flag})" for spec in missing]
-        head = (problem + "; no flag gives") if problem else "no figure for"
+        head = (problem + "; no flag gives") if problem else f"{_shown(path) if path else 'the flags'} give no figure for"
         raise FiguresMissing(f"{head}:\n" + "\n".join(lines))
     if overrides and source != "flags":
         source += f", overridden by flags: {', '.join(sorted(overrides))}"
     return Figures(**values, source=source)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _provenance(measured: dict[str, Any]) -> str:
+    machine = measured.get("machine")
+    cpu_model = machine.get("cpu_model") if isinstance(machine, dict) else None
+    cpu = f" ({cpu_model})" if cpu_model else ""
+    return (
+        f"measured {measured.get('measured_at', 'at an unknown time')} by `{measured.get('command', '?')}`"
+        f" on {measured.get('cpus', '?')} CPUs{cpu}, bcrypt cost {measured.get('bcrypt_rounds', '?')}"
+    )
 
 
 @dataclass(frozen=True)
@@ -176,8 +238,6 @@ class Scenario:
     presses_per_buyer: float = 1.0
     login_window_seconds: float = 300.0  # buyers log in during the last minutes before the sale
     refresh_seconds: float = 5.0  # a waiting buyer reads the stock this often
-    order_latency_ms: float = 100.0  # what a buyer should wait for a 201 or 409 at target
-    stock_latency_ms: float = 100.0
     utilization_percent: int = 70
     idempotency_key_share: float = 1.0  # share of presses with an Idempotency-Key (one database read each)
 
@@ -188,8 +248,6 @@ class Scenario:
             "presses_per_buyer": self.presses_per_buyer,
             "login_window_seconds": self.login_window_seconds,
             "refresh_seconds": self.refresh_seconds,
-            "order_latency_ms": self.order_latency_ms,
-            "stock_latency_ms": self.stock_latency_ms,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -204,25 +262,41 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Annotations:
-    target: int
+    metric: str  # autoscaling.knative.dev/metric: rps or concurrency
+    target: int  # requests per second a pod (rps) or requests in flight in a pod (concurrency)
     target_utilization_percentage: int
     min_scale: int
     initial_scale: int
     max_scale: int
     target_burst_capacity: int
     container_concurrency: int | None  # None: no hard limit (gevent holds waiting requests cheaply)
+    panic_threshold_percentage: int | None = None  # None: Knative's default (200)
+
+
+@dataclass(frozen=True)
+class Probe:
+    period_seconds: int
+    timeout_seconds: int
+    failure_threshold: int
+
+
+@dataclass(frozen=True)
+class Probes:
+    readiness: Probe  # GET /readyz, run by queue-proxy; a failing pod gets no new requests
+    liveness: Probe  # GET /healthz, run by the kubelet; a failing pod is restarted
 
 
 @dataclass(frozen=True)
 class FunctionPlan:
     function: str
     demand_per_s: float  # arrivals the function must answer, per second
-    per_pod_per_s: float  # what one pod answers per second
-    seconds_inside: float  # time one request spends in a pod at target (Little's law)
-    in_flight: float  # demand x seconds_inside
-    pods_exact: float
+    per_pod_per_s: float  # what one pod answers per second (measured)
+    seconds_inside: float  # time a request that does not queue spends in a pod (measured, not a goal)
+    in_flight: float  # demand x seconds_inside: what the pods hold at the planned load (Little)
+    pods_exact: float  # the KPA's observed metric / (target x utilization), before its ceil
     pods: int
     annotations: Annotations
+    probes: Probes
     arithmetic: tuple[str, ...]
 
 
@@ -276,15 +350,34 @@ class Plan:
 # --- the arithmetic ---------------------------------------------------------
 
 
-def pods_for(in_flight: float, target: float, utilization: float) -> float:
-    """Knative's own rule: desired pods = in-flight requests / (target x utilization)."""
-    return in_flight / (target * utilization)
+def pods_for(observed: float, target: float, utilization: float) -> float:
+    """Knative's rule before its ceil: desired pods = observed metric / (target x utilization).
+
+    ``pkg/autoscaler/scaling/autoscaler.go``: ``dspc := math.Ceil(observedStableValue / spec.TargetValue)``,
+    where ``TargetValue`` is the target times the utilization (``pkg/reconciler/autoscaling/resources/target.go``).
+    """
+    return observed / (target * utilization)
 
 
 def scale_bounds(function: str, pods_exact: float) -> tuple[int, int, int, int]:
     """(pods, min-scale, initial-scale, max-scale): the crowd's pods are there before it arrives."""
     pods = max(MIN_PODS[function], math.ceil(pods_exact - 1e-9))
     return pods, pods, pods, max(pods + 1, math.ceil(pods * MAX_SCALE_HEADROOM))
+
+
+def panic_threshold_for(utilization_percent: int) -> int:
+    """The panic threshold at which a panic-window load reaches what the ready pods answer (100 % of their rate)."""
+    low, high = PANIC_THRESHOLD_BOUNDS
+    return min(high, max(low, math.floor(100 * 100 / utilization_percent)))
+
+
+def probes_for(worst_ms: float) -> Probes:
+    """A probe answered as slowly as the slowest answer the benchmark saw still passes."""
+    timeout = max(1, math.ceil(worst_ms / 1000 - 1e-9))
+    return Probes(
+        readiness=Probe(READINESS_PERIOD_SECONDS, timeout, PROBE_FAILURE_THRESHOLD),
+        liveness=Probe(LIVENESS_PERIOD_SECONDS, timeout, PROBE_FAILURE_THRESHOLD),
+    )
 
 
 def plan_auth(scenario: Scenario, figures: Figures) -> FunctionPlan:
@@ -298,6 +391,10 @@ def plan_auth(scenario: Scenario, figures: Figures) -> FunctionPlan:
     by_throughput = logins / (per_pod * u)
     exact = max(by_concurrency, by_throughput)
     pods, low, initial, high = scale_bounds("auth", exact)
+    notes = Annotations(
+        METRIC["auth"], concurrency, scenario.utilization_percent, low, initial, high, TARGET_BURST_CAPACITY["auth"], concurrency
+    )
+    probes = probes_for(figures.auth_max_ms)
     return FunctionPlan(
         function="auth",
         demand_per_s=logins,
@@ -306,80 +403,99 @@ def plan_auth(scenario: Scenario, figures: Figures) -> FunctionPlan:
         in_flight=in_flight,
         pods_exact=exact,
         pods=pods,
-        annotations=Annotations(concurrency, scenario.utilization_percent, low, initial, high, TARGET_BURST_CAPACITY, concurrency),
+        annotations=notes,
+        probes=probes,
         arithmetic=(
             f"logins: {scenario.buyers:,} buyers / {_n(scenario.login_window_seconds)} s login window = {logins:,.1f}/s",
             f"containerConcurrency = target = {WORKERS['auth']} workers x {THREADS['auth']} thread = {concurrency}"
             " (one bcrypt hash per CPU; a third would only slow the other two)",
-            f"in flight (Little): {logins:,.1f}/s x {verify:.3f} s per verify = {in_flight:,.1f}",
-            f"pods by concurrency: {in_flight:,.1f} / ({concurrency} x {u:.2f}) = {by_concurrency:,.2f}",
-            f"pods by throughput: {logins:,.1f}/s / ({CPUS['auth']} CPUs x {figures.auth_logins_per_s_per_cpu:g} logins/s per CPU"
-            f" x {u:.2f}) = {by_throughput:,.2f}",
+            f"metric concurrency: a login holds a CPU for one measured verify, so in flight (Little) = {logins:,.1f}/s"
+            f" x {verify:.3f} s = {in_flight:,.2f}",
+            f"KPA: pods = ceil(in flight / (target x utilization)) = ceil({in_flight:,.2f} / ({concurrency} x {u:.2f}))"
+            f" = ceil({by_concurrency:,.2f})",
+            f"check by throughput: {logins:,.1f}/s / ({CPUS['auth']} CPUs x {figures.auth_logins_per_s_per_cpu:g} logins/s per CPU"
+            f" x {u:.2f}) = {by_throughput:,.2f}; the larger counts",
             *_bounds_lines("auth", exact, pods, high),
+            *_probe_lines(figures.auth_max_ms, probes),
         ),
     )
 
 
 def plan_order(scenario: Scenario, figures: Figures) -> FunctionPlan:
-    u = scenario.utilization_percent / 100
     presses = scenario.buyers * scenario.presses_per_buyer
     rate = presses / scenario.window_seconds
-    per_pod = figures.order_crowd_rps_per_process * WORKERS["order"]
-    goal = scenario.order_latency_ms / 1000
-    target = max(1, math.floor(per_pod * goal))
-    in_flight = rate * goal
-    exact = pods_for(in_flight, target, u)
-    pods, low, initial, high = scale_bounds("order", exact)
+    per_process = figures.order_crowd_rps_per_process
     losers_per_pod = figures.order_losers_rps_per_process * WORKERS["order"]
-    busy = rate / (pods * per_pod)
-    return FunctionPlan(
-        function="order",
-        demand_per_s=rate,
-        per_pod_per_s=per_pod,
-        seconds_inside=goal,
-        in_flight=in_flight,
-        pods_exact=exact,
-        pods=pods,
-        annotations=Annotations(target, scenario.utilization_percent, low, initial, high, TARGET_BURST_CAPACITY, None),
-        arithmetic=(
-            f"crowd: {scenario.buyers:,} buyers x {_n(scenario.presses_per_buyer)} press / {_n(scenario.window_seconds)} s = {rate:,.0f}/s",
-            f"per pod: {WORKERS['order']} worker x {figures.order_crowd_rps_per_process:,.0f}/s in the crowd = {per_pod:,.0f}/s"
-            f" ({losers_per_pod:,.0f}/s once it remembers sold out)",
-            f"target (Little, one pod): {per_pod:,.0f}/s x {goal:.3f} s latency goal = {per_pod * goal:,.1f} -> {target}",
-            f"in flight (Little): {rate:,.0f}/s x {goal:.3f} s = {in_flight:,.0f}",
-            f"pods: {in_flight:,.0f} / ({target} x {u:.2f}) = {exact:,.2f}",
-            *_bounds_lines("order", exact, pods, high),
-            f"{pods:,} pods answer {pods * per_pod:,.0f}/s: the crowd keeps them {busy:.0%} busy;"
-            f" the benchmark's p99 was {figures.order_p99_ms:,.0f} ms",
-        ),
+    return _plan_by_rate(
+        "order",
+        scenario,
+        rate,
+        per_process,
+        figures.order_max_ms,
+        demand_line=f"crowd: {scenario.buyers:,} buyers x {_n(scenario.presses_per_buyer)} press / {_n(scenario.window_seconds)} s"
+        f" = {rate:,.0f}/s",
+        rate_line=f"{WORKERS['order']} worker x {per_process:,.0f}/s in the crowd ({losers_per_pod:,.0f}/s once it remembers sold out)",
+        tail=f"the benchmark's crowd p99 was {figures.order_p99_ms:,.0f} ms",
     )
 
 
 def plan_stock(scenario: Scenario, figures: Figures) -> FunctionPlan:
-    u = scenario.utilization_percent / 100
     rate = scenario.buyers / scenario.refresh_seconds
-    per_pod = figures.stock_rps_per_process * WORKERS["stock"]
-    goal = scenario.stock_latency_ms / 1000
-    target = max(1, math.floor(per_pod * goal))
-    in_flight = rate * goal
-    exact = pods_for(in_flight, target, u)
-    pods, low, initial, high = scale_bounds("stock", exact)
+    per_process = figures.stock_rps_per_process
+    return _plan_by_rate(
+        "stock",
+        scenario,
+        rate,
+        per_process,
+        figures.stock_max_ms,
+        demand_line=f"refreshers: {scenario.buyers:,} buyers / one read every {_n(scenario.refresh_seconds)} s = {rate:,.0f}/s",
+        rate_line=f"{WORKERS['stock']} worker x {per_process:,.0f}/s",
+        tail=f"the benchmark's p99 was {figures.stock_p99_ms:,.0f} ms",
+    )
+
+
+def _plan_by_rate(
+    function: str, scenario: Scenario, rate: float, per_process: float, worst_ms: float, *, demand_line: str, rate_line: str, tail: str
+) -> FunctionPlan:
+    """A function the KPA scales on requests per second: target = what one pod was measured to answer."""
+    u = scenario.utilization_percent / 100
+    per_pod = per_process * WORKERS[function]
+    target = max(1, math.floor(per_pod))
+    exact = pods_for(rate, target, u)
+    pods, low, initial, high = scale_bounds(function, exact)
+    # A worker answers per_process a second, so each answer takes 1/per_process of its time: about what
+    # a request that does not queue spends inside, and so, by Little's law, what a pod holds per request/s.
+    service = 1 / per_process
+    in_flight = rate * service
+    panic = panic_threshold_for(scenario.utilization_percent)
+    notes = Annotations(
+        METRIC[function], target, scenario.utilization_percent, low, initial, high, TARGET_BURST_CAPACITY[function], None, panic
+    )
+    probes = probes_for(worst_ms)
     return FunctionPlan(
-        function="stock",
+        function=function,
         demand_per_s=rate,
         per_pod_per_s=per_pod,
-        seconds_inside=goal,
+        seconds_inside=service,
         in_flight=in_flight,
         pods_exact=exact,
         pods=pods,
-        annotations=Annotations(target, scenario.utilization_percent, low, initial, high, TARGET_BURST_CAPACITY, None),
+        annotations=notes,
+        probes=probes,
         arithmetic=(
-            f"refreshers: {scenario.buyers:,} buyers / one read every {_n(scenario.refresh_seconds)} s = {rate:,.0f}/s",
-            f"target (Little, one pod): {per_pod:,.0f}/s x {goal:.3f} s latency goal = {per_pod * goal:,.1f} -> {target}",
-            f"in flight (Little): {rate:,.0f}/s x {goal:.3f} s = {in_flight:,.0f}",
-            f"pods: {in_flight:,.0f} / ({target} x {u:.2f}) = {exact:,.2f}",
-            *_bounds_lines("stock", exact, pods, high),
-            f"the benchmark's p99 was {figures.stock_p99_ms:,.0f} ms",
+            demand_line,
+            f"metric rps, target = what one pod answers: {rate_line} = {per_pod:,.1f} -> {target:,}",
+            f"KPA: pods = ceil(requests/s / (target x utilization)) = ceil({rate:,.0f} / ({target:,} x {u:.2f})) = ceil({exact:,.2f})",
+            *_bounds_lines(function, exact, pods, high),
+            f"panic-threshold-percentage {panic} = 100 / {u:.2f}, floored: the KPA panics once the last 6 s brought more than"
+            f" the ready pods answer; Knative's default 200 waits for {2 * u:g} times that",
+            f"{pods:,} pods answer {pods * per_pod:,.0f}/s: the crowd keeps them {rate / (pods * per_pod):.0%} busy",
+            f"in flight at this load (Little): {rate:,.0f}/s x {service * 1000:,.1f} ms a request takes its worker"
+            f" = {in_flight:,.1f}, {in_flight / pods:,.2f} a pod: too few to steer on, so not concurrency",
+            f"no containerConcurrency, target-burst-capacity {TARGET_BURST_CAPACITY[function]}: the ingress sends"
+            " straight to the pods (the activator would forward at once anyway)",
+            *_probe_lines(worst_ms, probes),
+            tail,
         ),
     )
 
@@ -389,6 +505,14 @@ def _bounds_lines(function: str, exact: float, pods: int, high: int) -> tuple[st
     return (
         f"min-scale = initial-scale = {pods:,}{floor_note}: the pods are there before the crowd",
         f"max-scale = {MAX_SCALE_HEADROOM:g} x {pods:,} = {high:,}: room for a crowd twice the plan",
+    )
+
+
+def _probe_lines(worst_ms: float, probes: Probes) -> tuple[str, ...]:
+    r, live = probes.readiness, probes.liveness
+    return (
+        f"probes: timeout {r.timeout_seconds} s = the slowest answer in the benchmark ({worst_ms:,.0f} ms), rounded up;"
+        f" readiness every {r.period_seconds} s, liveness every {live.period_seconds} s, {r.failure_threshold} failures in a row",
     )
 
 
@@ -500,15 +624,6 @@ def findings_for(scenario: Scenario, functions: dict[str, FunctionPlan], redis: 
                 " the first buyers' tokens expire before the sale opens",
             )
         )
-    through_activator = sum(f.demand_per_s for f in functions.values())
-    found.append(
-        Finding(
-            "activator",
-            f"with target-burst-capacity -1 every request passes the activator: {through_activator:,.0f} req/s at the opening;"
-            " check that knative-serving's activator has the replicas for it (`kubectl -n knative-serving get hpa activator`);"
-            " if it cannot, set target-burst-capacity 0 on order and stock: min-scale already carries the crowd",
-        )
-    )
     return tuple(found)
 
 
@@ -534,8 +649,14 @@ def simulate_function(
     min_scale: int | None = None,
     start_seconds: tuple[float, float] = (5.0, 15.0),
     seconds: float | None = None,
+    crowd_factor: float = 1.0,
 ) -> SimResult:
-    """The KPA under this plan's crowd for one function, with the plan's annotations (min-scale overridable)."""
+    """The KPA under this plan's crowd (times ``crowd_factor``) for one function, with the plan's annotations.
+
+    The simulated autoscaler reads the metric the plan chose, and the pods hold a
+    request for the time one really spends inside (``seconds_inside``), so the
+    concurrency it sees is the one Knative would measure.
+    """
     fn = plan.functions[function]
     notes = fn.annotations
     low = notes.min_scale if min_scale is None else min_scale
@@ -547,15 +668,17 @@ def simulate_function(
         utilization=notes.target_utilization_percentage / 100,
         min_scale=low,
         max_scale=max(low, notes.max_scale),
+        metric=notes.metric,
+        panic_threshold=(notes.panic_threshold_percentage or 200) / 100,
     )
     pods = Pods(
         capacity_rps=fn.per_pod_per_s,
-        request_seconds=fn.seconds_inside,
+        service_seconds=fn.seconds_inside,
         start_seconds=start_seconds,
         timeout_seconds=TIMEOUT_SECONDS[function],
     )
     duration = seconds if seconds is not None else min(window, 60.0) + 20.0
-    return simulate(Crowd(rate=fn.demand_per_s, seconds=window), pods, scaler, seconds=duration)
+    return simulate(Crowd(rate=fn.demand_per_s * crowd_factor, seconds=window), pods, scaler, seconds=duration)
 
 
 # --- output -------------------------------------------------------------------
@@ -578,7 +701,14 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"{titles[name]}: {fn.pods:,} pods")
         lines += [f"  {line}" for line in fn.arithmetic]
         lines.append(f"  annotations: {_annotation_text(fn.annotations)}")
+        lines.append(f"  probes: {_probe_text(fn.probes)}")
         lines.append("")
+    auth = plan.functions["auth"]
+    lines += [
+        f"activator: in the path for auth only (target-burst-capacity -1), holding the logins past its pods'"
+        f" {auth.annotations.container_concurrency} slots each; {auth.in_flight:,.1f} logins in flight at the planned load",
+        "",
+    ]
     r, d = plan.redis, plan.database
     sell_out = f"sells out {r.sell_out_seconds:,.3f} s after the opening" if r.sell_out_seconds is not None else "never sells out"
     lines += [
@@ -606,12 +736,13 @@ def render_plan(plan: Plan) -> str:
         "",
         "where it runs out",
     ]
-    lines += [f"  [{f.code}] {f.message}" for f in plan.findings]
+    lines += [f"  [{f.code}] {f.message}" for f in plan.findings] or ["  nothing, at this crowd"]
     return "\n".join(lines)
 
 
 def _annotation_text(notes: Annotations) -> str:
     parts = [
+        f"metric {notes.metric}",
         f"target {notes.target}",
         f"target-utilization-percentage {notes.target_utilization_percentage}",
         f"min-scale {notes.min_scale}",
@@ -619,9 +750,18 @@ def _annotation_text(notes: Annotations) -> str:
         f"max-scale {notes.max_scale}",
         f"target-burst-capacity {notes.target_burst_capacity}",
     ]
+    if notes.panic_threshold_percentage is not None:
+        parts.append(f"panic-threshold-percentage {notes.panic_threshold_percentage}")
     if notes.container_concurrency is not None:
         parts.append(f"containerConcurrency {notes.container_concurrency}")
     return ", ".join(parts)
+
+
+def _probe_text(probes: Probes) -> str:
+    return ", ".join(
+        f"{name} period {probe.period_seconds} s timeout {probe.timeout_seconds} s failures {probe.failure_threshold}"
+        for name, probe in (("readiness", probes.readiness), ("liveness", probes.liveness))
+    )
 
 
 def _n(value: float) -> str:
@@ -630,7 +770,7 @@ def _n(value: float) -> str:
 
 # --- command line -------------------------------------------------------------
 
-DESCRIPTION = "Pods, Knative annotations and Redis and database load for a crowd, from measured figures (docs/capacity.md)."
+DESCRIPTION = "Pods, Knative annotations, probes and Redis and database load for a crowd, from measured figures (docs/capacity.md)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -640,12 +780,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--presses-per-buyer", type=float, default=1.0, help="Buy presses per buyer (1)")
     parser.add_argument("--login-window-seconds", type=float, default=300.0, help="buyers log in during this long before the sale (300)")
     parser.add_argument("--refresh-seconds", type=float, default=5.0, help="a waiting buyer reads the stock this often (5)")
-    parser.add_argument("--order-latency-ms", type=float, default=100.0, help="latency goal for POST /orders at target (100)")
-    parser.add_argument("--stock-latency-ms", type=float, default=100.0, help="latency goal for GET /stock at target (100)")
     parser.add_argument("--utilization", type=int, default=70, help="target-utilization-percentage (70)")
     parser.add_argument("--idempotency-key-share", type=float, default=1.0, help="share of presses sending an Idempotency-Key, 0-1 (1)")
-    parser.add_argument("--figures", type=Path, default=DEFAULT_FIGURES, help="the benchmark's results (bench/results/latest.json)")
-    measured = parser.add_argument_group("figures (each overrides the results file)")
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        help="a benchmark figures file (default: the newer of bench/results/latest.json, which make bench writes,"
+        " and bench/reference/figures.json, which the repository keeps)",
+    )
+    measured = parser.add_argument_group("figures (each overrides the figures file)")
     for spec in FIGURE_SPECS:
         measured.add_argument(spec.flag, type=float, dest=spec.attribute, metavar="N", help=f"{spec.name}: {spec.meaning}")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -657,6 +800,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also run the autoscaler simulation for a function (order)",
     )
     parser.add_argument("--sim-min-scale", type=int, help="simulate with this min-scale instead of the plan's")
+    parser.add_argument("--sim-crowd-factor", type=float, default=1.0, help="simulate a crowd this many times the planned one (1)")
     parser.add_argument(
         "--pod-start-seconds",
         type=float,
@@ -677,13 +821,11 @@ def run(args: argparse.Namespace) -> int:
         presses_per_buyer=args.presses_per_buyer,
         login_window_seconds=args.login_window_seconds,
         refresh_seconds=args.refresh_seconds,
-        order_latency_ms=args.order_latency_ms,
-        stock_latency_ms=args.stock_latency_ms,
         utilization_percent=args.utilization,
         idempotency_key_share=args.idempotency_key_share,
     )
     try:
-        figures = load_figures(args.figures, overrides)
+        figures = load_figures(args.figures or default_figures(), overrides)
         plan = make_plan(scenario, figures)
     except (FiguresMissing, ValueError) as exc:
         print(f"flashsale plan: {exc}", file=sys.stderr)
@@ -692,7 +834,12 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate:
         fastest, slowest = args.pod_start_seconds
         sim = simulate_function(
-            plan, args.simulate, min_scale=args.sim_min_scale, start_seconds=(fastest, slowest), seconds=args.sim_seconds
+            plan,
+            args.simulate,
+            min_scale=args.sim_min_scale,
+            start_seconds=(fastest, slowest),
+            seconds=args.sim_seconds,
+            crowd_factor=args.sim_crowd_factor,
         )
     if args.json:
         report = plan.to_dict()

@@ -109,19 +109,37 @@ def test_figures_have_the_planners_shape_and_are_per_process() -> None:
         "command": "make bench",
         "cpus": 2,
         "bcrypt_rounds": 12,
-        "order": {"losers_rps_per_process": 425.0, "crowd_rps_per_process": 400.0, "p99_ms": 1300.0},
-        "stock": {"rps_per_process": 1100.0, "p99_ms": 380.0},
-        "auth": {"logins_per_s_per_cpu": 3.5, "bcrypt_verify_ms": 250.0},
+        "machine": None,
+        "order": {"losers_rps_per_process": 425.0, "crowd_rps_per_process": 400.0, "p99_ms": 1300.0, "max_ms": None},
+        "stock": {"rps_per_process": 1100.0, "p99_ms": 380.0, "max_ms": None},
+        "auth": {"logins_per_s_per_cpu": 3.5, "bcrypt_verify_ms": 250.0, "max_ms": None},
         "redis": {"gate_admits_per_s": 6000.0},
         "database": {"orders_per_s": 1500.0},
     }
     json.dumps(figures)  # plain JSON
 
 
+def test_figures_take_each_functions_slowest_answer_and_the_machine() -> None:
+    # The planner sizes the probes' timeouts from these: the slowest answer of any run of the function.
+    results = sample()
+    results.crowd[1].real.max_ms = 9000.0
+    results.pairs["losers"].real.max_ms = 12000.0
+    results.pairs["losers"].baseline.max_ms = 50000.0  # the empty function's, not flashsale's
+    results.pairs["stock-200"].real.max_ms = 700.0
+    results.pairs["stock-1000"].real.max_ms = 900.0
+    assert results.login is not None
+    results.login.max_ms = 2000.0
+    results.storm_logins = {"split": Measure("storm", max_ms=2500.0), "monolith": Measure("storm", max_ms=9999.0)}  # monolith: not deployed
+    results.meta["machine"] = {"cpu_model": "Test CPU"}
+    figures = results.figures()
+    assert (figures["order"]["max_ms"], figures["stock"]["max_ms"], figures["auth"]["max_ms"]) == (12000.0, 900.0, 2500.0)
+    assert figures["machine"] == {"cpu_model": "Test CPU"}
+
+
 def test_figures_of_an_empty_run_keep_the_shape() -> None:
     figures = Results().figures()
-    assert set(figures) == {"measured_at", "command", "cpus", "bcrypt_rounds", "order", "stock", "auth", "redis", "database"}
-    assert figures["order"] == {"losers_rps_per_process": None, "crowd_rps_per_process": None, "p99_ms": None}
+    assert set(figures) == {"measured_at", "command", "cpus", "bcrypt_rounds", "machine", "order", "stock", "auth", "redis", "database"}
+    assert figures["order"] == {"losers_rps_per_process": None, "crowd_rps_per_process": None, "p99_ms": None, "max_ms": None}
 
 
 @pytest.mark.parametrize("results", [sample(), Results()])

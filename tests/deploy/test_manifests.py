@@ -150,6 +150,7 @@ def knative_service_problems(service: dict[str, Any], allowed_env: frozenset[str
         if key.startswith("autoscaling.knative.dev/"):
             problems.append(f"{key} is on the Service's metadata; Knative reads it from spec.template.metadata")
 
+    labels = service.get("metadata", {}).get("labels", {})
     template = service.get("spec", {}).get("template", {})
     annotations = {k: str(v) for k, v in template.get("metadata", {}).get("annotations", {}).items()}
     for key in annotations:
@@ -170,8 +171,10 @@ def knative_service_problems(service: dict[str, Any], allowed_env: frozenset[str
 
     if annotations["autoscaling.knative.dev/class"] != "kpa.autoscaling.knative.dev":
         problems.append("autoscaling class must be kpa.autoscaling.knative.dev")
-    if annotations["autoscaling.knative.dev/metric"] != "concurrency":
-        problems.append("autoscaling metric must be concurrency")
+    metric = annotations["autoscaling.knative.dev/metric"]
+    if metric not in ("concurrency", "rps"):
+        # What the KPA scales on (serving's pkg/apis/autoscaling/annotation_validation.go, validateMetric).
+        problems.append("autoscaling metric must be concurrency or rps")
     target = number("autoscaling.knative.dev/target", float)
     if target is not None and target <= 0:
         problems.append("target must be > 0")
@@ -191,6 +194,10 @@ def knative_service_problems(service: dict[str, Any], allowed_env: frozenset[str
     burst = number("autoscaling.knative.dev/target-burst-capacity", float)
     if burst is not None and burst < 0 and burst != -1:
         problems.append("target-burst-capacity must be -1 (activator always in the path) or >= 0")
+    if labels.get("networking.knative.dev/visibility") != "cluster-local" and function == "events":
+        problems.append(
+            "flashsale-events must be cluster-local (networking.knative.dev/visibility): anyone could POST a forged order.placed"
+        )
     delay = annotations["autoscaling.knative.dev/scale-down-delay"]
     if not GO_DURATION.match(delay):
         problems.append(f"scale-down-delay {delay!r} is not a duration such as 30s or 5m")
@@ -200,8 +207,12 @@ def knative_service_problems(service: dict[str, Any], allowed_env: frozenset[str
     if not isinstance(concurrency, int) or concurrency < 0:
         problems.append("containerConcurrency must be an integer >= 0")
         concurrency = 0
-    if concurrency and target is not None and target > concurrency:
+    if concurrency and metric == "concurrency" and target is not None and target > concurrency:
         problems.append(f"target ({target:g}) is above containerConcurrency ({concurrency}), which caps it")
+    if burst == -1 and not concurrency:
+        # pkg/activator/net/throttler.go: with containerConcurrency 0 the activator's breaker is
+        # unlimited and it forwards each request at once; in the path it buffers nothing.
+        problems.append("target-burst-capacity -1 without containerConcurrency: the activator would only add a hop")
     if function == "auth" and not concurrency:
         problems.append("auth needs containerConcurrency: a pod hashes at most one password per CPU")
 
@@ -217,6 +228,14 @@ def knative_service_problems(service: dict[str, Any], allowed_env: frozenset[str
         actual = container.get(probe, {}).get("httpGet", {}).get("path")
         if actual != path:
             problems.append(f"{probe} must GET {path}, not {actual!r}")
+        # Unset, Knative probes readiness every 50 ms giving each try 100 ms (pkg/queue/readiness/probe.go)
+        # and the kubelet gives liveness 1 s: a busy worker would fail both.
+        for field in ("periodSeconds", "timeoutSeconds", "failureThreshold"):
+            value = container.get(probe, {}).get(field)
+            if not isinstance(value, int) or value < 1:
+                problems.append(f"{probe}.{field} must be set, at least 1 (docs/capacity.md sizes it)")
+    if len(container.get("ports", [])) != 1:
+        problems.append("exactly one container port: a Knative Service serves one (serving's k8s_validation.go)")
 
     resources = container.get("resources", {})
     for kind in ("requests", "limits"):
@@ -374,9 +393,29 @@ BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         lambda s: annotations_of(s).update({"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev"}),
         "autoscaling class must be kpa",
     ),
-    "rps metric": (
-        lambda s: annotations_of(s).update({"autoscaling.knative.dev/metric": "rps"}),
-        "metric must be concurrency",
+    "cpu metric under the kpa": (
+        lambda s: annotations_of(s).update({"autoscaling.knative.dev/metric": "cpu"}),
+        "metric must be concurrency or rps",
+    ),
+    "activator in the path without a concurrency limit": (
+        lambda s: s["spec"]["template"]["spec"].pop("containerConcurrency"),
+        "target-burst-capacity -1 without containerConcurrency",
+    ),
+    "probe left to Knative's defaults": (
+        lambda s: container_of(s)["readinessProbe"].pop("periodSeconds"),
+        "readinessProbe.periodSeconds must be set",
+    ),
+    "liveness timing out at the kubelet's 1 s default": (
+        lambda s: container_of(s)["livenessProbe"].pop("timeoutSeconds"),
+        "livenessProbe.timeoutSeconds must be set",
+    ),
+    "a second port": (
+        lambda s: container_of(s)["ports"].append({"containerPort": 9100}),
+        "exactly one container port",
+    ),
+    "events open to the world": (
+        lambda s: s["metadata"].update({"name": "flashsale-events", "labels": {}}),
+        "flashsale-events must be cluster-local",
     ),
     "annotation on the wrong metadata": (
         lambda s: s["metadata"].setdefault("annotations", {}).update({"autoscaling.knative.dev/min-scale": "1"}),
@@ -552,11 +591,19 @@ KN_SCALE_FLAGS = {
 }
 
 
+KN_SWITCHES = frozenset({"--cluster-local"})  # kn flags that take no value
+
+
 def flag_values(args: list[str]) -> dict[str, list[str]]:
     values: dict[str, list[str]] = {}
-    for flag, value in zip(args[::2], args[1::2], strict=True):
+    rest = list(args)
+    while rest:
+        flag = rest.pop(0)
         assert flag.startswith("--"), f"expected a flag, got {flag!r} in {args}"
-        values.setdefault(flag, []).append(value)
+        if flag in KN_SWITCHES:
+            values.setdefault(flag, [])
+        else:
+            values.setdefault(flag, []).append(rest.pop(0))
     return values
 
 
@@ -586,6 +633,17 @@ def test_deploy_dry_run_matches_the_manifests() -> None:
         ]
         assert flags["--probe-readiness"] == ["http::8080:/readyz"]
         assert flags["--probe-liveness"] == ["http::8080:/healthz"]
+        container = template["spec"]["containers"][0]
+        for probe, flag in (("readinessProbe", "--probe-readiness-opts"), ("livenessProbe", "--probe-liveness-opts")):
+            (options,) = flags[flag]
+            timing = {k: int(v) for k, v in (option.split("=") for option in options.split(","))}
+            assert timing == {
+                "PeriodSeconds": container[probe]["periodSeconds"],
+                "TimeoutSeconds": container[probe]["timeoutSeconds"],
+                "FailureThreshold": container[probe]["failureThreshold"],
+            }, f"{name} {flag}"
+        cluster_local = services[name]["metadata"].get("labels", {}).get("networking.knative.dev/visibility") == "cluster-local"
+        assert flags.get("--cluster-local") == ([] if cluster_local else None), name
         signing_mounts = [m for m in flags["--mount"] if SIGNING_KEY_SECRET in m]
         assert bool(signing_mounts) == (name == "flashsale-auth"), name
         assert "/tmp=emptyDir:tmp" in flags["--mount"]

@@ -1,10 +1,15 @@
-"""The capacity planner: Little's law, Knative's annotations, the Redis and database load, and where it runs out."""
+"""The capacity planner: Knative's own arithmetic, the annotations and probes, the Redis and database load, and where it runs out."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,47 +28,65 @@ FIGURES = Figures(
     order_losers_rps_per_process=2000,
     order_crowd_rps_per_process=1000,
     order_p99_ms=100,
+    order_max_ms=2500,
     stock_rps_per_process=2000,
     stock_p99_ms=50,
+    stock_max_ms=800,
     auth_logins_per_s_per_cpu=4,
     auth_bcrypt_verify_ms=250,
+    auth_max_ms=1200,
     redis_gate_admits_per_s=20_000,
     database_orders_per_s=2000,
 )
 RESULTS = {
-    "measured_at": "2026-01-01T00:00:00Z",
+    "measured_at": "2026-01-01T00:00:00+00:00",
     "command": "make bench",
     "cpus": 2,
     "bcrypt_rounds": 12,
-    "order": {"losers_rps_per_process": 2000, "crowd_rps_per_process": 1000, "p99_ms": 100},
-    "stock": {"rps_per_process": 2000, "p99_ms": 50},
-    "auth": {"logins_per_s_per_cpu": 4, "bcrypt_verify_ms": 250},
+    "machine": {"cpu_model": "Test CPU"},
+    "order": {"losers_rps_per_process": 2000, "crowd_rps_per_process": 1000, "p99_ms": 100, "max_ms": 2500},
+    "stock": {"rps_per_process": 2000, "p99_ms": 50, "max_ms": 800},
+    "auth": {"logins_per_s_per_cpu": 4, "bcrypt_verify_ms": 250, "max_ms": 1200},
     "redis": {"gate_admits_per_s": 20_000},
     "database": {"orders_per_s": 2000},
 }
 
 
-# --- Little's law and the pods ----------------------------------------------------
+# --- Knative's arithmetic and the pods --------------------------------------------
+#
+# Knative Serving's pkg/reconciler/autoscaling/resources/target.go: the autoscaler aims at
+# TargetValue = target x utilization per pod; pkg/autoscaler/scaling/autoscaler.go: desired
+# pods = ceil(observed / TargetValue), observed being what it measures (requests that
+# arrive for rps, requests in flight for concurrency).
 
 
-def test_pods_are_in_flight_requests_over_target_times_utilization() -> None:
+def test_pods_are_the_observed_metric_over_target_times_utilization() -> None:
     assert pods_for(1000, 100, 0.7) == pytest.approx(1000 / 70)
     assert pods_for(8.0, 2, 0.5) == pytest.approx(8.0)
 
 
-def test_order_pods_for_ten_thousand_buyers_in_one_second() -> None:
+def test_order_scales_on_requests_per_second_against_what_a_pod_answers() -> None:
     order = make_plan(Scenario(buyers=10_000, stock=1000), FIGURES).functions["order"]
 
-    assert order.demand_per_s == 10_000  # 10,000 presses in 1 s
-    assert order.annotations.target == 100  # 1,000/s per pod x 0.1 s latency goal
-    assert order.in_flight == pytest.approx(1000)  # 10,000/s x 0.1 s
-    assert order.pods_exact == pytest.approx(1000 / 70)  # 14.29
-    assert order.pods == 15
     notes = order.annotations
+    assert notes.metric == "rps"
+    assert notes.target == 1000  # 1 worker x 1,000/s measured in the crowd
+    assert order.demand_per_s == 10_000  # 10,000 presses in 1 s
+    assert order.pods_exact == pytest.approx(10_000 / 700)  # TargetValue = 1,000 x 0.70 = 700
+    assert order.pods == 15  # ceil(14.29)
     assert (notes.min_scale, notes.initial_scale, notes.max_scale) == (15, 15, 30)
     assert notes.target_utilization_percentage == 70
-    assert notes.target_burst_capacity == -1
+    assert notes.target_burst_capacity == 0  # no activator: it would forward at once anyway
     assert notes.container_concurrency is None
+    # The time a request really spends inside, not a goal: 1 ms of its worker at 1,000/s.
+    assert order.seconds_inside == pytest.approx(0.001)
+    assert order.in_flight == pytest.approx(10)  # 10,000/s x 1 ms: under one per pod
+
+
+def test_the_planned_pods_run_at_the_utilization_knative_aims_at() -> None:
+    order = make_plan(Scenario(buyers=10_000, stock=1000), FIGURES).functions["order"]
+    busy = order.demand_per_s / (order.pods * order.per_pod_per_s)
+    assert busy <= 0.70  # 10,000 / 15,000 = 67 %: the 30 % headroom exists
 
 
 def test_a_longer_window_spreads_the_crowd() -> None:
@@ -72,37 +95,35 @@ def test_a_longer_window_spreads_the_crowd() -> None:
     assert order.pods == 15
 
 
-def test_a_lower_latency_goal_lowers_the_target_not_the_pods() -> None:
-    order = make_plan(Scenario(buyers=10_000, stock=1000, order_latency_ms=50), FIGURES).functions["order"]
-    assert order.annotations.target == 50  # 1,000/s x 0.05 s
-    assert order.in_flight == pytest.approx(500)
-    assert order.pods == 15  # 500 / (50 x 0.7) = 14.29
-
-
-def test_stock_pods_for_the_refreshers() -> None:
+def test_stock_scales_on_requests_per_second_for_the_refreshers() -> None:
     small = make_plan(Scenario(buyers=10_000, stock=1000), FIGURES).functions["stock"]
+    assert small.annotations.metric == "rps"
     assert small.demand_per_s == 2000  # 10,000 buyers, one read every 5 s
-    assert small.annotations.target == 200  # 2,000/s x 0.1 s
-    assert small.pods_exact == pytest.approx(200 / 140)  # 1.43
+    assert small.annotations.target == 2000
+    assert small.pods_exact == pytest.approx(2000 / 1400)  # 1.43
     assert small.pods == 2  # never fewer than 2
+    assert small.annotations.target_burst_capacity == 0
 
     large = make_plan(Scenario(buyers=100_000, stock=1000), FIGURES).functions["stock"]
     assert large.demand_per_s == 20_000
-    assert large.pods_exact == pytest.approx(2000 / 140)  # 14.29
+    assert large.pods_exact == pytest.approx(20_000 / 1400)  # 14.29
     assert large.pods == 15
 
 
-def test_auth_pods_for_the_login_wave() -> None:
+def test_auth_scales_on_the_logins_in_flight_behind_a_hard_limit() -> None:
     auth = make_plan(Scenario(buyers=10_000, stock=1000), FIGURES).functions["auth"]
 
-    assert auth.demand_per_s == pytest.approx(10_000 / 300)  # 33.3 logins/s
-    assert auth.per_pod_per_s == 8  # 2 CPUs x 4 logins/s
-    assert auth.in_flight == pytest.approx(10_000 / 300 * 0.25)  # 8.33
-    assert auth.pods_exact == pytest.approx(8.3333 / 1.4, rel=1e-4)  # 5.95
-    assert auth.pods == 6
     notes = auth.annotations
+    assert notes.metric == "concurrency"
     assert notes.container_concurrency == 2  # 2 workers x 1 thread
     assert notes.target == 2
+    assert notes.target_burst_capacity == -1  # the activator queues logins for a free slot
+    assert auth.demand_per_s == pytest.approx(10_000 / 300)  # 33.3 logins/s
+    assert auth.per_pod_per_s == 8  # 2 CPUs x 4 logins/s
+    assert auth.seconds_inside == pytest.approx(0.25)  # one measured verify
+    assert auth.in_flight == pytest.approx(10_000 / 300 * 0.25)  # 8.33
+    assert auth.pods_exact == pytest.approx(8.3333 / 1.4, rel=1e-4)  # TargetValue = 2 x 0.70
+    assert auth.pods == 6
     assert (notes.min_scale, notes.initial_scale, notes.max_scale) == (6, 6, 12)
 
 
@@ -114,11 +135,45 @@ def test_auth_takes_the_larger_of_concurrency_and_throughput() -> None:
     assert auth.pods == 12
 
 
+def test_rps_functions_panic_as_soon_as_arrivals_pass_what_the_ready_pods_answer() -> None:
+    # isOverPanicThreshold := dppc/readyPodsCount >= PanicThreshold (autoscaler.go): with a target of
+    # the measured rate at 70 %, arrivals reach the pods' rate at 1 / 0.70 = 142.9 % of the target pods.
+    plan = make_plan(Scenario(buyers=10_000, stock=1000), FIGURES)
+    assert plan.functions["order"].annotations.panic_threshold_percentage == 142
+    assert plan.functions["stock"].annotations.panic_threshold_percentage == 142
+    assert plan.functions["auth"].annotations.panic_threshold_percentage is None  # concurrency: a backlog shows
+    assert planner.panic_threshold_for(95) == 110  # Knative's lowest (pkg/apis/autoscaling/register.go)
+    assert planner.panic_threshold_for(5) == 1000  # and highest
+
+
+def test_a_sustained_crowd_twice_the_plan_makes_the_kpa_panic_for_more_pods() -> None:
+    # 20,000/s for a minute on pods planned for 10,000/s: the 6 s window wants ceil(20,000 / 700) = 29
+    # pods against 15 ready, 193 %: over 142, not over Knative's default 200.
+    plan = make_plan(Scenario(buyers=600_000, stock=1000, window_seconds=60), FIGURES)
+    result = simulate_function(plan, "order", crowd_factor=2.0, seconds=40)
+    assert result.panicked
+    assert max(row.desired for row in result.timeline) == 29
+    order = plan.functions["order"]
+    at_default = replace(order, annotations=replace(order.annotations, panic_threshold_percentage=None))  # Knative's 200
+    unpanicked = replace(plan, functions={**plan.functions, "order": at_default})
+    assert not simulate_function(unpanicked, "order", crowd_factor=2.0, seconds=40).panicked
+
+
+def test_probes_time_out_past_the_slowest_answer_the_benchmark_saw() -> None:
+    plan = make_plan(Scenario(buyers=10_000, stock=1000), FIGURES)
+    timeouts = {name: (fn.probes.readiness.timeout_seconds, fn.probes.liveness.timeout_seconds) for name, fn in plan.functions.items()}
+    assert timeouts == {"order": (3, 3), "stock": (1, 1), "auth": (2, 2)}  # 2,500, 800 and 1,200 ms rounded up
+    for fn in plan.functions.values():
+        assert fn.probes.readiness.period_seconds == 1
+        assert fn.probes.liveness.period_seconds == 10
+        assert fn.probes.readiness.failure_threshold == fn.probes.liveness.failure_threshold == 3
+
+
 def test_the_arithmetic_is_shown() -> None:
     order = make_plan(Scenario(buyers=10_000, stock=1000), FIGURES).functions["order"]
     text = "\n".join(order.arithmetic)
-    assert "10,000/s x 0.100 s = 1,000" in text
-    assert "1,000 / (100 x 0.70) = 14.29" in text
+    assert "ceil(10,000 / (1,000 x 0.70)) = ceil(14.29)" in text
+    assert "timeout 3 s" in text
 
 
 # --- Redis and the database ---------------------------------------------------------
@@ -215,8 +270,9 @@ def test_annotations_are_always_consistent(buyers: int, stock: int, window: floa
         assert notes.target >= 1
         assert 1 <= notes.min_scale <= notes.initial_scale <= notes.max_scale
         assert notes.min_scale >= planner.MIN_PODS[name]
-        # The pods carry the crowd at target x utilization.
-        assert fn.pods * notes.target * utilization / 100 >= fn.in_flight - 1e-6
+        # The pods carry the crowd at target x utilization, in the metric the KPA reads.
+        observed = fn.demand_per_s if notes.metric == "rps" else fn.in_flight
+        assert fn.pods * notes.target * utilization / 100 >= observed - 1e-6
         if notes.container_concurrency is not None:
             assert notes.target <= notes.container_concurrency
 
@@ -235,8 +291,9 @@ def test_figures_come_from_the_results_file(tmp_path: Path) -> None:
     results.write_text(json.dumps(RESULTS))
     figures = load_figures(results, {})
     assert figures.order_crowd_rps_per_process == 1000
+    assert figures.order_max_ms == 2500
     assert figures.database_orders_per_s == 2000
-    assert "2026-01-01" in figures.source
+    assert "2026-01-01" in figures.source and "Test CPU" in figures.source
 
 
 def test_a_flag_overrides_one_figure(tmp_path: Path) -> None:
@@ -267,13 +324,27 @@ def test_a_missing_figure_is_an_error_naming_it_and_its_flag(tmp_path: Path) -> 
     assert "order." not in str(error.value)
 
 
-def test_figures_can_come_from_a_markdown_block(tmp_path: Path) -> None:
-    doc = tmp_path / "capacity.md"
-    doc.write_text("# figures\n\n<!-- figures:start -->\n```json\n" + json.dumps(RESULTS) + "\n```\n<!-- figures:end -->\n")
-    assert load_figures(doc, {}).order_losers_rps_per_process == 2000
-    doc.write_text("# no figures here\n")
-    with pytest.raises(FiguresMissing, match="figures:start"):
-        load_figures(doc, {})
+def test_the_reference_figures_are_the_default_until_make_bench_writes_newer_ones(tmp_path: Path) -> None:
+    reference, latest = tmp_path / "reference.json", tmp_path / "latest.json"
+    reference.write_text(json.dumps(RESULTS))
+    assert planner.default_figures(reference, latest) == reference  # a fresh clone: no latest.json
+    latest.write_text(json.dumps({**RESULTS, "measured_at": "2026-02-01T00:00:00+00:00"}))
+    assert planner.default_figures(reference, latest) == latest  # make bench ran since
+    latest.write_text(json.dumps({**RESULTS, "measured_at": "2025-12-01T00:00:00+00:00"}))
+    assert planner.default_figures(reference, latest) == reference  # an older local run
+    latest.write_text(json.dumps(RESULTS))
+    assert planner.default_figures(reference, latest) == reference  # the same run: the reviewed copy
+    latest.write_text("{not json")
+    assert planner.default_figures(reference, latest) == reference
+
+
+def test_the_repository_has_reference_figures_with_every_figure_dated_and_the_machine_described() -> None:
+    reference = json.loads(planner.REFERENCE_FIGURES.read_text())
+    assert planner.REFERENCE_FIGURES.relative_to(REPO).parts[:2] == ("bench", "reference")
+    assert reference["command"] == "make bench"  # a full run, not --quick or --only
+    assert reference["measured_at"] and reference["cpus"] and reference["machine"]["cpu_model"]
+    figures = load_figures(planner.REFERENCE_FIGURES, {})  # FiguresMissing if a required one is absent
+    assert figures.source.startswith("bench/reference/figures.json")
 
 
 def test_no_results_file_and_no_flags_says_run_make_bench(tmp_path: Path) -> None:
@@ -302,6 +373,15 @@ def test_the_planned_min_scale_has_the_pods_in_time() -> None:
     assert low.shortfall_pod_seconds > 0
 
 
+def test_the_kpa_leaves_the_planned_pods_alone_under_the_planned_crowd() -> None:
+    # A crowd the planned size for a whole minute: Knative's rule wants exactly min-scale, no panic.
+    plan = make_plan(Scenario(buyers=600_000, stock=1000, window_seconds=60), FIGURES)
+    for function in ("order", "stock"):
+        result = simulate_function(plan, function)
+        assert {row.desired for row in result.timeline} == {plan.functions[function].annotations.min_scale}, function
+        assert not result.panicked and result.pods_in_time, function
+
+
 # --- command line ------------------------------------------------------------------------
 
 
@@ -313,6 +393,8 @@ def test_main_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     report = json.loads(capsys.readouterr().out)
     assert report["scenario"]["buyers"] == 10_000
     assert report["functions"]["order"]["annotations"]["min_scale"] == 15
+    assert report["functions"]["order"]["annotations"]["metric"] == "rps"
+    assert report["functions"]["order"]["probes"]["liveness"]["timeout_seconds"] == 3
     assert report["functions"]["auth"]["annotations"]["container_concurrency"] == 2
     assert report["redis"]["sub_gates"] == 1
     assert report["simulation"]["pods_in_time"] is True
@@ -323,8 +405,36 @@ def test_main_prints_the_arithmetic(tmp_path: Path, capsys: pytest.CaptureFixtur
     results.write_text(json.dumps(RESULTS))
     assert planner.main(["--buyers", "100000", "--stock", "10000", "--figures", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "order, the crowd: 143 pods" in out  # 100,000/s x 0.1 s / (100 x 0.7) = 142.9
+    assert "order, the crowd: 143 pods" in out  # ceil(100,000/s / (1,000 x 0.7)) = ceil(142.9)
     assert "[gate_split]" in out
+
+
+def test_plan_runs_on_a_fresh_clone(tmp_path: Path) -> None:
+    # What git gives: shared/ and bench/reference/, no bench/results/ (ignored). No flags.
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO / "shared", clone / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "bench" / "reference", clone / "bench" / "reference")
+    env = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.plan", "--buyers", "1000000", "--stock", "1000"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "figures: bench/reference/figures.json (measured " in result.stdout
+    where = subprocess.run(
+        [sys.executable, "-c", "import shared.plan; print(shared.plan.__file__)"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(clone)), "the plan ran from the clone, not from this checkout"
 
 
 def test_main_without_figures_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -356,20 +466,32 @@ def test_pod_shapes_match_the_manifests(function: str) -> None:
 
 @pytest.mark.parametrize("function", ["auth", "stock", "order"])
 def test_manifests_carry_the_plan_for_ten_thousand_buyers(function: str) -> None:
-    # The figures docs/capacity.md records: measured on the development machine until `make bench`
-    # replaces them; then re-plan, and update the manifests and that block together.
-    plan = make_plan(Scenario(buyers=10_000, stock=1000), load_figures(REPO / "docs" / "capacity.md", {}))
-    notes = plan.functions[function].annotations
+    # `flashsale plan --buyers 10000 --stock 1000` on the reference figures, as a fresh clone runs it.
+    # When new figures or a planner change move it: .venv/bin/python scripts/plan_manifests.py
+    plan = make_plan(Scenario(buyers=10_000, stock=1000), load_figures(planner.REFERENCE_FIGURES, {}))
+    fn = plan.functions[function]
+    notes = fn.annotations
     template = knative_service(function)["spec"]["template"]
     annotations = template["metadata"]["annotations"]
     prefix = "autoscaling.knative.dev/"
+    assert annotations[prefix + "metric"] == notes.metric
     assert int(annotations[prefix + "target"]) == notes.target
     assert int(annotations[prefix + "target-utilization-percentage"]) == notes.target_utilization_percentage
     assert int(annotations[prefix + "min-scale"]) == notes.min_scale
     assert int(annotations[prefix + "initial-scale"]) == notes.initial_scale
     assert int(annotations[prefix + "max-scale"]) == notes.max_scale
     assert int(annotations[prefix + "target-burst-capacity"]) == notes.target_burst_capacity
+    panic = annotations.get(prefix + "panic-threshold-percentage")
+    assert (None if panic is None else int(panic)) == notes.panic_threshold_percentage
     assert template["spec"].get("containerConcurrency") == notes.container_concurrency
+    (container,) = template["spec"]["containers"]
+    for name, probe in (("readinessProbe", fn.probes.readiness), ("livenessProbe", fn.probes.liveness)):
+        timing = {k: container[name].get(k) for k in ("periodSeconds", "timeoutSeconds", "failureThreshold")}
+        assert timing == {
+            "periodSeconds": probe.period_seconds,
+            "timeoutSeconds": probe.timeout_seconds,
+            "failureThreshold": probe.failure_threshold,
+        }, f"{function} {name}"
 
 
 def test_the_plan_command_plugs_into_a_flashsale_parser(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
