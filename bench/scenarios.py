@@ -9,9 +9,11 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 from bench import load, micro, net
 from bench.config import Config, machine_cpus
+from bench.cpu import CpuUse, metered
 from bench.measure import Measure, load_average, measure
 from bench.profile import recording
 from bench.results import CrowdRound, Pair, Results
@@ -92,11 +94,14 @@ class Bench:
         waited: dict[str, float] = {}
         lag: dict[str, float | None] = {}
         measured: dict[str, Measure] = {}
+        cpu: dict[str, CpuUse] = {}
+        redis_port = urlparse(settings.redis_url).port
         for target in ("baseline", "flashsale"):
             waited[target] = self.drain()
-            result, measured[target] = self.run(
-                "flash-sale.js", crowd_sites[target].env(sku, **knobs), f"crowd-{number}-{target}", "crowd", None
-            )
+            with metered(sites[target].masters.get("order"), redis_port) as cpu[target]:
+                result, measured[target] = self.run(
+                    "flash-sale.js", crowd_sites[target].env(sku, **knobs), f"crowd-{number}-{target}", "crowd", None
+                )
             self.last_crowd_ended = time.monotonic()
             # How late k6 itself fired the buyers after the common instant: the client's share of the latency.
             lag[target] = ((result.summary.get("crowd") or {}).get("start_lag_ms") or {}).get("p99")
@@ -115,7 +120,7 @@ class Bench:
             "no timeouts": real.timeouts == 0,
             "database invariants hold": stats.invariants_hold,
         }
-        found = CrowdRound(measured["baseline"], real, number, checks, stats.to_public(), waited, lag)
+        found = CrowdRound(measured["baseline"], real, number, checks, stats.to_public(), waited, lag, cpu)
         self.results.crowd.append(found)
         self.sold_out_sku = self.sold_out_sku or sku
         verdict = "correct" if found.correct else "WRONG: " + ", ".join(name for name, ok in checks.items() if not ok)
