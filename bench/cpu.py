@@ -37,6 +37,7 @@ class CpuUse:
     k6_s: float = 0.0
     redis_s: float = 0.0
     machine_s: float = 0.0  # every CPU's busy time (user, nice, system, irq, softirq, steal)
+    redis_scripts: int | None = None  # Lua scripts redis-server ran meanwhile: the presses that reached the gate
 
     @property
     def rest_s(self) -> float:

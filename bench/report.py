@@ -191,6 +191,7 @@ def crowd_cpu_table(results: Results) -> str:
                     ms(use.per(m.requests, use.k6_s)),
                     ms(use.per(m.answered, use.redis_s)),
                     number(use.rest_s),
+                    count(use.redis_scripts),
                 ]
             )
     headers = [
@@ -202,6 +203,7 @@ def crowd_cpu_table(results: Results) -> str:
         "k6 CPU per request",
         "redis-server CPU per answer",
         "rest CPU s",
+        "Redis scripts run",
     ]
     return table(headers, rows)
 
@@ -367,7 +369,8 @@ def report_markdown(results: Results, charts: Sequence[str]) -> str:
                 "### Where the cores went",
                 "CPU time over each crowd's k6 run: the gunicorn group serving the crowd (the order function, or the "
                 "baseline served as it is), k6 itself, redis-server, and the rest of the machine's busy time "
-                "(the other functions, the kernel's own work, anything else running). Busy cores: the machine's busy "
+                "(the other functions, the kernel's own work, anything else running). Redis scripts run: every press that "
+                "reached the gate is one (a release or a close is another). Busy cores: the machine's busy "
                 "time over the run's wall time, out of "
                 f"{results.meta.get('cpus', '?')}.",
                 crowd_cpu_table(results),
