@@ -88,6 +88,12 @@ def headline_table(results: Results) -> str:
         rows.append([f"{title}: answered/s", number(b), number(r), times(results.crowd_rps_ratio)])
         b, r = both(lambda m: float(m.connection_errors), False)
         rows.append([f"{title}: connection errors", count(b), count(r), ""])
+        b, r = (
+            results.crowd_value(lambda round_, t=target: round_.cpu_per_answer_ms(t), higher_is_better=False)
+            for target in ("baseline", "flashsale")
+        )
+        if b is not None and r is not None:
+            rows.append([f"{title}: the function's CPU per answer", ms(b), ms(r), times(ratio(r, b))])
     rows += _pair_rows(f"losers after sell-out ({c.get('losers_vus', 0):,} VUs)", results.pairs.get("losers"))
     for name, pair in results.pairs.items():
         if name.startswith("stock-"):
@@ -164,6 +170,40 @@ def crowd_table(results: Results) -> str:
         "k6 start lag p99",
         "drain wait s",
         "load avg",
+    ]
+    return table(headers, rows)
+
+
+def crowd_cpu_table(results: Results) -> str:
+    rows = []
+    for r in results.crowd:
+        for target, m in (("baseline", r.baseline), ("flashsale", r.real)):
+            use = r.cpu.get(target)
+            if use is None:
+                continue
+            rows.append(
+                [
+                    str(r.number),
+                    target,
+                    number(use.wall_s),
+                    number(round(use.machine_s / use.wall_s, 2) if use.wall_s else None),
+                    ms(use.per(m.answered, use.workers_s)),
+                    ms(use.per(m.requests, use.k6_s)),
+                    ms(use.per(m.answered, use.redis_s)),
+                    number(use.rest_s),
+                    count(use.redis_scripts),
+                ]
+            )
+    headers = [
+        "round",
+        "target",
+        "k6 run s",
+        "busy cores",
+        "function CPU per answer",
+        "k6 CPU per request",
+        "redis-server CPU per answer",
+        "rest CPU s",
+        "Redis scripts run",
     ]
     return table(headers, rows)
 
@@ -324,6 +364,17 @@ def report_markdown(results: Results, charts: Sequence[str]) -> str:
             crowd_table(results),
             crowd_checks(results),
         ]
+        if any(r.cpu for r in results.crowd):
+            sections += [
+                "### Where the cores went",
+                "CPU time over each crowd's k6 run: the gunicorn group serving the crowd (the order function, or the "
+                "baseline served as it is), k6 itself, redis-server, and the rest of the machine's busy time "
+                "(the other functions, the kernel's own work, anything else running). Redis scripts run: every press that "
+                "reached the gate is one (a release or a close is another). Busy cores: the machine's busy "
+                "time over the run's wall time, out of "
+                f"{results.meta.get('cpus', '?')}.",
+                crowd_cpu_table(results),
+            ]
     if results.pairs or results.login:
         sections += ["## Sustained load", sustained_table(results)]
     if results.isolation:

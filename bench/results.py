@@ -7,6 +7,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.cpu import CpuUse
 from bench.measure import Measure, ratio
 
 
@@ -42,6 +43,12 @@ class CrowdRound(Pair):
     sale: dict[str, Any] = field(default_factory=dict)
     waited_s: dict[str, float] = field(default_factory=dict)  # TIME_WAIT drain before each crowd
     start_lag_p99_ms: dict[str, float | None] = field(default_factory=dict)  # k6's own lateness firing the buyers
+    cpu: dict[str, CpuUse] = field(default_factory=dict)  # where the machine's CPU went during each target's crowd
+
+    def cpu_per_answer_ms(self, target: str) -> float | None:
+        """CPU milliseconds the serving workers spent per answer in ``target``'s crowd."""
+        use, measured = self.cpu.get(target), self.baseline if target == "baseline" else self.real
+        return use.per(measured.answered, use.workers_s) if use else None
 
     @property
     def correct(self) -> bool:
@@ -55,6 +62,7 @@ class CrowdRound(Pair):
             "sale": self.sale,
             "waited_s": self.waited_s,
             "start_lag_p99_ms": self.start_lag_p99_ms,
+            "cpu": {target: use.to_json() for target, use in self.cpu.items()},
         }
 
     @classmethod
@@ -67,6 +75,7 @@ class CrowdRound(Pair):
             data["sale"],
             data["waited_s"],
             data.get("start_lag_p99_ms", {}),
+            {target: CpuUse.from_json(use) for target, use in data.get("cpu", {}).items()},
         )
 
 

@@ -9,17 +9,26 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 from bench import load, micro, net
 from bench.config import Config, machine_cpus
+from bench.cpu import CpuUse, metered
 from bench.measure import Measure, load_average, measure
 from bench.profile import recording
 from bench.results import CrowdRound, Pair, Results
 from bench.sites import Site, mint, open_sale
+from shared.redisconn import RedisConn
 from shared.settings import Settings
 from shared.store import open_store
 
 TIMEWAIT_LIFETIME_S = 60  # Linux's fixed TCP_TIMEWAIT_LEN
+
+
+def redis_scripts_run(settings: Settings) -> int:
+    """Lua scripts redis-server has run since it started (every gate admission is one)."""
+    stats = RedisConn(settings).client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -92,11 +101,16 @@ class Bench:
         waited: dict[str, float] = {}
         lag: dict[str, float | None] = {}
         measured: dict[str, Measure] = {}
+        cpu: dict[str, CpuUse] = {}
+        redis_port = urlparse(settings.redis_url).port
         for target in ("baseline", "flashsale"):
             waited[target] = self.drain()
-            result, measured[target] = self.run(
-                "flash-sale.js", crowd_sites[target].env(sku, **knobs), f"crowd-{number}-{target}", "crowd", None
-            )
+            scripts_before = redis_scripts_run(settings)
+            with metered(sites[target].masters.get("order"), redis_port) as cpu[target]:
+                result, measured[target] = self.run(
+                    "flash-sale.js", crowd_sites[target].env(sku, **knobs), f"crowd-{number}-{target}", "crowd", None
+                )
+            cpu[target].redis_scripts = redis_scripts_run(settings) - scripts_before
             self.last_crowd_ended = time.monotonic()
             # How late k6 itself fired the buyers after the common instant: the client's share of the latency.
             lag[target] = ((result.summary.get("crowd") or {}).get("start_lag_ms") or {}).get("p99")
@@ -115,7 +129,7 @@ class Bench:
             "no timeouts": real.timeouts == 0,
             "database invariants hold": stats.invariants_hold,
         }
-        found = CrowdRound(measured["baseline"], real, number, checks, stats.to_public(), waited, lag)
+        found = CrowdRound(measured["baseline"], real, number, checks, stats.to_public(), waited, lag, cpu)
         self.results.crowd.append(found)
         self.sold_out_sku = self.sold_out_sku or sku
         verdict = "correct" if found.correct else "WRONG: " + ", ".join(name for name, ok in checks.items() if not ok)

@@ -19,6 +19,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_CONNECTIONS = 64  # a worker's connections to Redis, shared by all its greenlets
 POOL_WAIT_SECONDS = 10.0
 POOL_EXHAUSTED = "No connection available."  # what redis-py's BlockingConnectionPool raises when the wait runs out
 
@@ -35,7 +36,7 @@ class RedisConn:
                 settings.redis_url,
                 # Bounded: a crowd of 10,000 greenlets shares these instead of
                 # opening 10,000 sockets and exhausting Redis's maxclients.
-                max_connections=64,
+                max_connections=MAX_CONNECTIONS,
                 # How long a greenlet waits for a free connection. In a crowd
                 # the wait is the worker's own queue of CPU work ahead of it
                 # (10,000 buyers at once on 2 cores: seconds), not Redis failing.

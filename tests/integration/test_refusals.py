@@ -4,6 +4,7 @@ their order back and a forged token never gets anyone's."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
@@ -14,6 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared import context as context_module
 from shared.context import Context
+from shared.errors import SoldOut
+from shared.models import PlacedOrder
+from shared.soldout import SoldOutMemo
 from tests.clients import function_client
 from tests.integration.test_order_api import SKU, buy
 
@@ -235,3 +239,65 @@ def test_a_failed_read_of_the_databases_buyers_is_read_again_at_the_next_renewal
     desk.remember_sold_out(sale)  # the renewal
     renewed = desk.memos.last(SKU)
     assert renewed is not None and renewed.from_database and bypassed in renewed.holders
+
+
+class WatchedSlots:
+    """The desk's gate slots, saying when a press starts waiting for one."""
+
+    def __init__(self) -> None:
+        self.inner = threading.BoundedSemaphore(1)
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> None:
+        self.waiting.set()
+        self.inner.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.release()
+
+
+def press_while_slots_are_taken(ctx: Context, user_id: str, then: Any) -> tuple[Any, list[str]]:
+    """``user_id`` presses Buy while every gate slot is taken; ``then()`` runs while the press waits; the press's answer or error."""
+    desk = ctx.orders
+    slots = WatchedSlots()
+    desk._gate_slots = slots  # type: ignore[assignment]
+    calls = Calls(ctx)
+    answer: dict[str, Any] = {}
+
+    def press() -> None:
+        try:
+            answer["placed"] = desk.place(user_id, SKU, 1, None)
+        except Exception as exc:  # noqa: BLE001 - the answer under test
+            answer["error"] = exc
+
+    slots.inner.acquire()  # presses ahead of this one hold every slot
+    buyer = threading.Thread(target=press)
+    buyer.start()
+    assert slots.waiting.wait(10), "the press never reached the gate slots"
+    then()
+    slots.inner.release()
+    buyer.join(10)
+    return answer.get("placed", answer.get("error")), calls.made
+
+
+def test_a_press_that_waited_for_the_gate_while_the_sale_sold_out_is_refused_without_asking(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_sale(SKU, 1, 1, None)
+    loser_id, _ = mint()
+    ctx.gate.rebuild(ctx.store, SKU)
+    ctx.orders.sale(SKU)  # read before the crowd: the press goes straight to the gate
+    answer, calls = press_while_slots_are_taken(ctx, loser_id, lambda: ctx.orders.memos.remember(SKU, frozenset({"the-winner"})))
+    assert isinstance(answer, SoldOut)
+    assert not [c for c in calls if c.startswith("gate.")]  # the unit is still the gate's to give
+    assert ctx.gate.state(SKU)["remaining"] == "1"
+
+
+def test_the_press_rechecking_a_lapsed_memo_still_asks_the_gate(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_sale(SKU, 1, 1, None)
+    buyer_id, _ = mint()
+    ctx.gate.rebuild(ctx.store, SKU)
+    ctx.orders.sale(SKU)
+    # The worker once heard "sold out"; the memo has lapsed, so this press is the one re-checking it with the gate.
+    ctx.orders.memos._memos[SKU] = SoldOutMemo(time.monotonic() - 1, frozenset({"the-winner"}), True)
+    answer, calls = press_while_slots_are_taken(ctx, buyer_id, lambda: None)
+    assert isinstance(answer, PlacedOrder), answer
+    assert "gate.admit" in calls
