@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.devstack import ROOT, free_port, http_ok, stop_group, wait_until
+from ops.devstack import ROOT, free_port, http_ok, stop_group, wait_until
 from shared.serving import gunicorn_argv, worker_plan
 from shared.settings import Settings
 

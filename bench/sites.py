@@ -16,9 +16,9 @@ from pathlib import Path
 
 from bench import servers
 from bench.config import Config, machine_cpus
-from shared.devstack import RedisServer, ensure_keys, local_stack
+from ops.devstack import RedisServer, ensure_keys, local_stack
+from ops.loadusers import mint_tokens
 from shared.gate import Gate
-from shared.loadusers import mint_tokens
 from shared.redisconn import RedisConn
 from shared.serving import worker_plan
 from shared.settings import Settings

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.devstack import Stack, local_stack
-from shared.loadusers import mint_tokens
+from ops.devstack import Stack, local_stack
+from ops.loadusers import mint_tokens
 from shared.models import SaleStats
 from shared.settings import Settings
 from shared.store import open_store

@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.plan import REFERENCE_FIGURES, FunctionPlan, Plan, Probe, Scenario, load_figures, make_plan  # noqa: E402
+from ops.plan import REFERENCE_FIGURES, FunctionPlan, Plan, Probe, Scenario, load_figures, make_plan  # noqa: E402
 
 BUYERS, STOCK = 10_000, 1_000  # the mission's crowd: 10,000 buyers in one second for 1,000 units
 FUNCTIONS = ("auth", "stock", "order")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import Results  # noqa: E402
 from bench.run import machine_hardware  # noqa: E402
-from shared.plan import FIGURE_SPECS, REFERENCE_FIGURES  # noqa: E402
+from ops.plan import FIGURE_SPECS, REFERENCE_FIGURES  # noqa: E402
 
 
 def reference(run: Path, *, this_machine: bool) -> dict[str, object]:

@@ -10,7 +10,7 @@ from typing import Any
 import functions_framework
 from flask.testing import FlaskClient
 
-from shared.demo import call
+from ops.demo import call
 from shared.models import User
 from shared.settings import Settings
 from shared.store import Store, open_store

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from ops.devstack import RedisServer, ensure_keys
 from shared import context as context_module
-from shared.devstack import RedisServer, ensure_keys
 from shared.settings import Settings
 from shared.tokens import TokenSigner
 
@@ -89,7 +89,7 @@ def pytest_report_header() -> str:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The functions under real gunicorn, two workers each, on a real redis-server and SQLite file."""
-    from shared.devstack import local_stack
+    from ops.devstack import local_stack
 
     workdir = tmp_path_factory.mktemp("stack")
     env = {

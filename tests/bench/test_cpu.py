@@ -16,7 +16,7 @@ import pytest
 from bench.cpu import CpuUse, children, machine_busy_seconds, metered, redis_pids
 from bench.measure import Measure
 from bench.results import CrowdRound
-from shared.devstack import RedisServer
+from ops.devstack import RedisServer
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SPIN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"

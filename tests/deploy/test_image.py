@@ -38,7 +38,7 @@ import redis as redis_lib
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from shared.devstack import free_port, http_ok, wait_until
+from ops.devstack import free_port, http_ok, wait_until
 from shared.events import ORDER_PLACED
 from shared.sales_feed import sales_key
 from shared.settings import Settings
@@ -470,7 +470,7 @@ def test_a_run_step_the_replay_does_not_know_fails_it() -> None:
 
 def test_dockerignore_is_read_as_docker_reads_it() -> None:
     ignore = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
-    assert not dockerignore_excludes("shared/plan.py", ignore)
+    assert not dockerignore_excludes("ops/plan.py", ignore)
     assert not dockerignore_excludes("requirements.txt", ignore)
     assert dockerignore_excludes("shared/__pycache__/plan.cpython-311.pyc", ignore)
     assert dockerignore_excludes("tests/conftest.py", ignore)

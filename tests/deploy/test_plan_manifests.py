@@ -32,7 +32,7 @@ def test_the_manifests_carry_the_plan() -> None:
 
 def test_the_manifests_equal_the_plan_command_on_a_fresh_clone() -> None:
     # What `flashsale plan --buyers 10000 --stock 1000 --json` prints where make bench never ran.
-    command = [sys.executable, "-m", "shared.plan", "--buyers", "10000", "--stock", "1000", "--json"]
+    command = [sys.executable, "-m", "ops.plan", "--buyers", "10000", "--stock", "1000", "--json"]
     command += ["--figures", str(REPO / "bench" / "reference" / "figures.json")]
     plan = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=120, check=True, cwd=REPO).stdout)
     for function in ("auth", "stock", "order"):

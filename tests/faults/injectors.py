@@ -19,7 +19,7 @@ from typing import Protocol
 
 import redis as redis_lib
 
-from shared.devstack import RedisServer, Stack, wait_until
+from ops.devstack import RedisServer, Stack, wait_until
 from shared.gate import buyers_key
 from tests.faults.crowd import Buyer, Crowd, send_order
 

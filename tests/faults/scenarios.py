@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.cli import EXIT_GATE_NOT_REBUILT
-from shared.devstack import ROOT, RedisServer, Stack, local_stack
+from ops.cli import EXIT_GATE_NOT_REBUILT
+from ops.devstack import ROOT, RedisServer, Stack, local_stack
 from shared.settings import Settings
 from shared.store.sqlite import SqliteStore
 from shared.tokens import TokenSigner
@@ -209,7 +209,7 @@ def reconcile(stack: Stack, sku: str) -> dict[str, Any]:
     """``flashsale reconcile`` as the operator runs it, with the stack's environment."""
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"}
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "reconcile", "--sku", sku],
+        [sys.executable, "-m", "ops.cli", "reconcile", "--sku", sku],
         cwd=ROOT,
         env=env,
         capture_output=True,

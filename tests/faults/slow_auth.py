@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.devstack import local_stack
+from ops.devstack import local_stack
 from tests.faults.crowd import percentile
 from tests.faults.injectors import SlowClients
 

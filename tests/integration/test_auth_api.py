@@ -122,8 +122,8 @@ def test_login_rate_limit_per_address(tmp_path, redis_url, keys) -> None:  # typ
 
 
 def test_login_still_works_when_redis_is_down(tmp_path, keys) -> None:  # type: ignore[no-untyped-def]
+    from ops.devstack import free_port
     from shared import context
-    from shared.devstack import free_port
     from tests.conftest import make_settings
 
     context.reset(make_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0", keys, REDIS_TIMEOUT_SECONDS="0.2"))

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from shared.devstack import DEVSTACK_FILE, free_port
+from ops.devstack import DEVSTACK_FILE, free_port
 from shared.gate import gate_key
 from shared.settings import Settings
 
@@ -51,7 +51,7 @@ def shell_env(**extra: str) -> dict[str, str]:
 
 def flashsale(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], cwd=cwd, env=shell_env(**env), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "ops.cli", *args], cwd=cwd, env=shell_env(**env), capture_output=True, text=True, timeout=120
     )
 
 
@@ -116,7 +116,7 @@ def wait_for(check, seconds: float, what: str) -> None:  # type: ignore[no-untyp
 @pytest.fixture
 def dev_stack(tmp_path: Path) -> Iterator[DevStack]:
     var = tmp_path / "var"
-    command = [sys.executable, "-m", "shared.cli", "run", "--var-dir", str(var), "--redis-port", "0", "--first-port", "0"]
+    command = [sys.executable, "-m", "ops.cli", "run", "--var-dir", str(var), "--redis-port", "0", "--first-port", "0"]
     env = shell_env(WORKERS="1", LOG_SAMPLE_EVERY="1", BCRYPT_ROUNDS="4")
     # Its own process group, as a shell gives a foreground job: the test plays the terminal.
     process = subprocess.Popen(
@@ -208,7 +208,7 @@ def test_lines_are_shown_named_and_kept_and_ctrl_c_stops_everything_within_5_sec
 def test_a_person_at_a_terminal_reads_text_and_one_ctrl_c_stops_it(tmp_path: Path) -> None:
     """Under a real terminal (a pty): readable lines, and Ctrl-C typed at it goes through the terminal driver."""
     var = tmp_path / "var"
-    command = [sys.executable, "-m", "shared.cli", "run", "--var-dir", str(var), "--redis-port", "0", "--first-port", "0"]
+    command = [sys.executable, "-m", "ops.cli", "run", "--var-dir", str(var), "--redis-port", "0", "--first-port", "0"]
     pid, terminal = pty.fork()
     if pid == 0:  # the child: a session of its own with the pty as its controlling terminal
         os.chdir(tmp_path)

@@ -18,9 +18,9 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
+from ops.devstack import free_port
 from shared import context as context_module
 from shared.context import Context
-from shared.devstack import free_port
 from shared.events import ORDER_PLACED
 from tests.clients import function_client
 from tests.conftest import make_settings

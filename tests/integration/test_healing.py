@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ops.devstack import free_port
 from shared import context as context_module
 from shared import healing
 from shared.context import Context
-from shared.devstack import free_port
 from shared.errors import SoldOut
 from shared.models import PlacedOrder
 from tests.conftest import make_settings

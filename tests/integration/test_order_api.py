@@ -147,7 +147,7 @@ def test_stock_source_order_local_then_redis_then_database(ctx: Context) -> None
 
 
 def test_orders_are_correct_from_the_database_when_redis_is_down(tmp_path, keys, mint) -> None:  # type: ignore[no-untyped-def]
-    from shared.devstack import free_port
+    from ops.devstack import free_port
     from tests.conftest import make_settings
 
     ctx = context_module.reset(make_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0", keys, REDIS_TIMEOUT_SECONDS="0.2"))

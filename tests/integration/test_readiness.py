@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from ops.demo import call
+from ops.devstack import RedisServer, Stack, local_stack
+from ops.watch import fetch
 from shared import context
-from shared.demo import call
-from shared.devstack import RedisServer, Stack, local_stack
 from shared.settings import Settings
 from shared.store import open_store
-from shared.watch import fetch
 from tests.clients import function_client
 from tests.conftest import make_settings
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.devstack import Stack, local_stack
+from ops.devstack import Stack, local_stack
 
 pytestmark = pytest.mark.integration
 

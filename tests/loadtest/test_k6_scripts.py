@@ -45,7 +45,7 @@ def test_script_runs_clean(stack, stack_settings: Settings, tmp_path: Path, scri
 
 
 def test_a_script_fails_when_its_target_is_down(stack_settings: Settings, tmp_path: Path) -> None:
-    from shared.devstack import free_port
+    from ops.devstack import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     tokens = tmp_path / "tokens.json"

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ops.watch import Scrape
 from shared import metrics
 from shared.context import Context
-from shared.watch import Scrape
 from tests.clients import bearer, function_client
 
 pytestmark = pytest.mark.integration

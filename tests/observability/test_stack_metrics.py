@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ops.watch import Scrape, fetch
 from shared.settings import Settings
-from shared.watch import Scrape, fetch
 from tests.clients import press_buy, sale_with_buyers
 
 pytestmark = [pytest.mark.integration, pytest.mark.concurrency]

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from ops.devstack import Stack, free_port, local_stack
 from shared import tracing
-from shared.devstack import Stack, free_port, local_stack
 from shared.settings import Settings
 from shared.store import open_store
 from shared.tokens import TokenSigner

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
+from ops.watch import Scrape, quantile
 from shared.settings import Settings
 from shared.store import open_store
-from shared.watch import Scrape, quantile
 from tests.clients import press_buy, sale_with_buyers
 from tests.conftest import ROOT
 
@@ -44,7 +44,7 @@ def test_totals_filter_on_labels() -> None:
 
 
 def test_a_second_frame_shows_rates_and_the_recent_p99(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import watch
+    from ops import watch
 
     later = (
         PAGE.replace('sku="a",outcome="confirmed"} 3.0', 'sku="a",outcome="confirmed"} 13.0')
@@ -77,7 +77,7 @@ def test_once_shows_the_sale_against_the_stack(stack, stack_settings: Settings) 
     assert statuses == [201, 201, 201, 409, 409]
 
     env = {**os.environ, **stack.env, "COLUMNS": "100"}
-    command = [sys.executable, "-m", "shared.cli", "sale", "watch", "--sku", sku, "--order-url", stack.url("order"), "--once"]
+    command = [sys.executable, "-m", "ops.cli", "sale", "watch", "--sku", sku, "--order-url", stack.url("order"), "--once"]
     shown = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert shown.returncode == 0, shown.stderr
     screen = shown.stdout
@@ -92,7 +92,7 @@ def test_once_says_so_when_the_order_function_does_not_answer(stack, stack_setti
     sku = f"quiet-{uuid.uuid4().hex[:6]}"
     open_store(stack_settings).create_sale(sku, 3, 1, None)
     env = {**os.environ, **stack.env, "COLUMNS": "100"}
-    command = [sys.executable, "-m", "shared.cli", "sale", "watch", "--sku", sku, "--order-url", "http://127.0.0.1:9", "--once"]
+    command = [sys.executable, "-m", "ops.cli", "sale", "watch", "--sku", sku, "--order-url", "http://127.0.0.1:9", "--once"]
     shown = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert shown.returncode == 0, shown.stderr
     assert "0 / 3" in shown.stdout and "metrics:" in shown.stdout and "invariants hold" in shown.stdout

@@ -69,7 +69,7 @@ def test_rate_limited_login_is_no_store(tmp_path: Path, redis_url: str, keys: tu
 
 
 def test_unready_and_internal_errors_are_no_store(tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    from shared.devstack import free_port
+    from ops.devstack import free_port
 
     # Unready because auth cannot read its signing key (Redis down alone leaves it ready: it serves from the database).
     missing_key = str(tmp_path / "no-signing-key.pem")

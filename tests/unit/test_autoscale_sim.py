@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shared.autoscale_sim import Autoscaler, Crowd, Pods, render, simulate
+from ops.autoscale_sim import Autoscaler, Crowd, Pods, render, simulate
 
 # One pod answers 1,000 requests/s, each spending 0.1 s inside when it does not queue, so it
 # holds 100 at that rate: target 100 at 70 % utilization means 70 in flight per pod.

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import cli
-from shared.devstack import DEVSTACK_FILE, DevStackInfo, absolute_database_url, dev_ports, render
+from ops import cli
+from ops.devstack import DEVSTACK_FILE, DevStackInfo, absolute_database_url, dev_ports, render
 from shared.settings import Settings
 
 ACCESS_LINE = json.dumps(

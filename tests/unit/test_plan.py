@@ -18,8 +18,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import plan as planner
-from shared.plan import Figures, FiguresMissing, Scenario, load_figures, make_plan, pods_for, simulate_function
+from ops import plan as planner
+from ops.plan import Figures, FiguresMissing, Scenario, load_figures, make_plan, pods_for, simulate_function
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -416,7 +416,7 @@ def test_plan_runs_on_a_fresh_clone(tmp_path: Path) -> None:
     shutil.copytree(REPO / "bench" / "reference", clone / "bench" / "reference")
     env = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "shared.plan", "--buyers", "1000000", "--stock", "1000"],
+        [sys.executable, "-m", "ops.plan", "--buyers", "1000000", "--stock", "1000"],
         cwd=clone,
         env=env,
         capture_output=True,
@@ -427,7 +427,7 @@ def test_plan_runs_on_a_fresh_clone(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "figures: bench/reference/figures.json (measured " in result.stdout
     where = subprocess.run(
-        [sys.executable, "-c", "import shared.plan; print(shared.plan.__file__)"],
+        [sys.executable, "-c", "import ops.plan; print(ops.plan.__file__)"],
         cwd=clone,
         env=env,
         capture_output=True,
@@ -495,7 +495,7 @@ def test_manifests_carry_the_plan_for_ten_thousand_buyers(function: str) -> None
 
 
 def test_the_plan_command_plugs_into_a_flashsale_parser(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # What shared/cli.py does with it: one subcommand among the others, run as args.run(args, settings).
+    # What ops/cli.py does with it: one subcommand among the others, run as args.run(args, settings).
     top = argparse.ArgumentParser(prog="flashsale")
     planner.add_plan_command(top.add_subparsers(dest="command", required=True))
     results = tmp_path / "latest.json"

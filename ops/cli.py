@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ops.devstack import DEVSTACK_FILE, DevStackInfo
+from ops.loadusers import mint_tokens
+from ops.plan import add_plan_command
 from shared import validation
-from shared.devstack import DEVSTACK_FILE, DevStackInfo
 from shared.errors import FlashsaleError
 from shared.gate import Gate
-from shared.loadusers import mint_tokens
-from shared.plan import add_plan_command
 from shared.redisconn import RedisConn, RedisDown
 from shared.settings import Settings, get_settings
 from shared.stock import StockCache
@@ -64,7 +64,7 @@ def cmd_sale_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sale_watch(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.watch import watch
+    from ops.watch import watch
 
     order_url = args.order_url or (args.dev_stack.urls.get("order") if args.dev_stack else None) or "http://127.0.0.1:8083"
     return watch(open_store(settings), order_url, validation.sku(args.sku), once=args.once, interval=args.interval)
@@ -131,7 +131,7 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.devstack import dev_ports, run_dev_stack
+    from ops.devstack import dev_ports, run_dev_stack
 
     functions = tuple(args.functions.split(","))
     return run_dev_stack(
@@ -146,7 +146,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.demo import run_demo
+    from ops.demo import run_demo
 
     return run_demo(buyers=args.buyers, stock=args.stock, workdir=Path(args.workdir))
 

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from shared.devstack import local_stack
+from ops.devstack import local_stack
+from ops.watch import watch
 from shared.settings import Settings
 from shared.store import open_store
-from shared.watch import watch
 
 SKU = "iphone-17"
 

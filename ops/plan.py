@@ -1,6 +1,6 @@
 """``flashsale plan``: pods, Knative annotations, probes and store load for a crowd, from measured figures.
 
-    python -m shared.plan --buyers 10000 --stock 1000 [--window-seconds 1] [--json] [--simulate]
+    python -m ops.plan --buyers 10000 --stock 1000 [--window-seconds 1] [--json] [--simulate]
 
 The figures are per process (one gunicorn worker) as ``make bench`` measures them.
 By default they come from the newer of two files: ``bench/reference/figures.json``
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.autoscale_sim import Autoscaler, Crowd, Pods, SimResult, render, simulate
+from ops.autoscale_sim import Autoscaler, Crowd, Pods, SimResult, render, simulate
 from shared.ordering import SALE_CACHE_SECONDS
 from shared.settings import Settings
 
@@ -857,7 +857,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_plan_command(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``flashsale plan``: called by shared.cli's parser."""
+    """``flashsale plan``: called by ops.cli's parser."""
     command = subcommands.add_parser("plan", help=DESCRIPTION, description=DESCRIPTION)
     add_arguments(command)
     command.set_defaults(run=lambda args, _settings: run(args))
