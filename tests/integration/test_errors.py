@@ -78,7 +78,8 @@ def test_unknown_routes_and_methods(ctx: Context, function: str) -> None:
     assert missing.status_code == 404 and missing.json["code"] == "not_found"
     assert missing.content_type == "application/problem+json"
     wrong = client.delete("/healthz")
-    assert wrong.status_code in (404, 405) and wrong.content_type == "application/problem+json"
+    assert wrong.status_code == 405 and wrong.json["code"] == "method_not_allowed" and wrong.headers["Allow"] == "GET, HEAD"
+    assert wrong.content_type == "application/problem+json"
 
 
 @pytest.mark.parametrize(("function", "path"), [("auth", "/register"), ("auth", "/login"), ("order", "/orders")])

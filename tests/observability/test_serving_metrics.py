@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import pytest
+from gunicorn.app.wsgiapp import WSGIApplication
 from gunicorn.config import Config
 
 from shared import serving
@@ -16,9 +19,14 @@ def test_the_config_module_sets_only_its_hooks() -> None:
     assert taken == {"post_worker_init", "child_exit", "on_exit"}, taken
 
 
-def test_gunicorn_loads_the_hooks() -> None:
-    argv = serving.gunicorn_argv("order", Settings.from_env({}))
-    assert argv[argv.index("--config") + 1] == "python:shared.serving"
+def test_gunicorn_loads_the_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn parses the argv shared.serving gives it, as it would at start, and takes the module's hooks."""
+    monkeypatch.setattr(sys, "argv", serving.gunicorn_argv("order", Settings.from_env({})))
+    app = WSGIApplication()  # parses sys.argv and loads --config, as `gunicorn` does before it forks
+    assert app.cfg.post_worker_init is serving.post_worker_init
+    assert app.cfg.child_exit is serving.child_exit
+    assert app.cfg.on_exit is serving.on_exit
+    assert app.cfg.worker_class_str == "gevent" and app.cfg.workers == serving.worker_plan("order", Settings.from_env({})).workers
 
 
 def test_a_given_metrics_dir_is_emptied_of_old_counts(tmp_path: Path) -> None:
