@@ -13,20 +13,32 @@ from ops.devstack import DEVSTACK_FILE, DevStackInfo
 from ops.loadusers import mint_tokens
 from ops.plan import add_plan_command
 from shared import validation
-from shared.errors import FlashsaleError
+from shared.errors import FlashsaleError, InvalidRequest, SaleChanged, UnknownSku
 from shared.gate import Gate
 from shared.redisconn import RedisConn, RedisDown
+from shared.sales_feed import SalesFeed
 from shared.settings import Settings, get_settings
 from shared.stock import StockCache
 from shared.store import open_store
 from shared.tokens import generate_keypair
 
-EXIT_GATE_NOT_REBUILT = 4  # reconcile fixed the database but could not reach Redis (3: the invariants are broken)
+EXIT_GATE_NOT_REBUILT = 4  # the database is changed but Redis did not answer, so the gate was not rebuilt (3: the invariants are broken)
+EXIT_SALE_CHANGED = 5  # sale update: someone changed the sale since it was read; nothing was written
 
 
 def _datetime(value: str) -> datetime:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _count(least: int) -> Any:
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}")
+        return number
+
+    return parse
 
 
 # commands ------------------------------------------------------------------
@@ -52,9 +64,72 @@ def cmd_sale_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sale_update(args: argparse.Namespace, settings: Settings) -> int:
+    """Change a sale's terms with optimistic locking, then rebuild its gate so buyers see the change at once."""
+    sku = validation.sku(args.sku)
+    if args.stock is None and args.per_user_limit is None and args.starts_at is None and not args.starts_now:
+        raise InvalidRequest("say what to change: --stock, --per-user-limit, --starts-at or --starts-now")
+    store = open_store(settings)
+    read = store.get_sale(sku)
+    if read is None:
+        raise UnknownSku(f"no sale for sku {sku!r}")
+    # The version this command read (or the one the operator saw, --if-version): an edit
+    # made by anyone in between makes the write fail rather than be overwritten unseen.
+    expected = read.version if args.if_version is None else args.if_version
+    try:
+        sale = store.update_sale(
+            sku,
+            total=args.stock,
+            per_user_limit=args.per_user_limit,
+            starts_at=_datetime(args.starts_at) if args.starts_at else None,
+            clear_start=args.starts_now,
+            expected_version=expected,
+        )
+    except SaleChanged as exc:
+        print(f"flashsale: nothing changed: {exc.detail} (flashsale sale update prints the version it writes)", file=sys.stderr)
+        return EXIT_SALE_CHANGED
+    print(
+        f"sale {sale.sku}: version {expected} -> {sale.version}: {sale.total} units, {sale.per_user_limit} per buyer,"
+        f" starts {sale.starts_at.isoformat() if sale.starts_at else 'now'}"
+    )
+    if _refresh_redis(settings, store, sku) is None:
+        return _gate_not_rebuilt(settings, sku, "the sale is changed in the database")
+    return 0
+
+
+def cmd_order_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    """Cancel a confirmed order (a failed payment, fraud): its tickets go back to the sale's free list and sell again."""
+    store = open_store(settings)
+    order = store.cancel_order(args.order_id)
+    print(json.dumps({"order_id": order.order_id, "sku": order.sku, "user_id": order.user_id, "status": order.status}, indent=2))
+    if _refresh_redis(settings, store, order.sku) is None:
+        return _gate_not_rebuilt(settings, order.sku, "the order is cancelled in the database")
+    return 0
+
+
+def _gate_not_rebuilt(settings: Settings, sku: str, done: str) -> int:
+    # The gate may still say "sold out" for units the database has, and no buyer
+    # rebuilds a gate that is closed rather than cold: say so, and fail.
+    print(
+        f"flashsale: {done}, but redis did not answer at {settings.redis_url}, so the gate was not rebuilt and may still"
+        f" refuse buyers for units the sale has. Start Redis (`make run` starts one, and `flashsale` finds it through"
+        f" var/devstack.json) or set REDIS_URL to where it listens, then run `flashsale reconcile --sku {sku}`.",
+        file=sys.stderr,
+    )
+    return EXIT_GATE_NOT_REBUILT
+
+
 def cmd_sale_status(args: argparse.Namespace, settings: Settings) -> int:
-    stats = open_store(settings).sale_stats(validation.sku(args.sku))
-    report = stats.to_public()
+    store = open_store(settings)
+    sku = validation.sku(args.sku)
+    stats = store.sale_stats(sku)
+    report: dict[str, Any] = stats.to_public()
+    # What the events function has counted from order.placed: behind the database while events are in flight.
+    redis = RedisConn(settings)
+    try:
+        report["events_counted"] = SalesFeed(store, redis, StockCache(store, redis, settings.stock_cache_ttl_seconds)).counts(sku)
+    except RedisDown:
+        report["events_counted"] = None
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -89,16 +164,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     if not report.stats.invariants_hold:
         return 3
     if epoch is None:
-        # The gate may still say "sold out" for units the database just gave back, and no
-        # buyer rebuilds a gate that is closed rather than cold: say so, and fail.
-        print(
-            f"flashsale: the database is reconciled, but redis did not answer at {settings.redis_url}, so the gate was not"
-            f" rebuilt and may still refuse buyers for units the sale has. Start Redis (`make run` starts one, and `flashsale`"
-            f" finds it through var/devstack.json) or set REDIS_URL to where it listens, then run"
-            f" `flashsale reconcile --sku {args.sku}` again.",
-            file=sys.stderr,
-        )
-        return EXIT_GATE_NOT_REBUILT
+        return _gate_not_rebuilt(settings, args.sku, "the database is reconciled")
     return 0
 
 
@@ -169,6 +235,17 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--per-user-limit", type=int, default=1)
     create.add_argument("--starts-at", help="ISO 8601 time the sale opens (default: now)")
     create.set_defaults(run=cmd_sale_create)
+    update = sale_sub.add_parser(
+        "update", help="change a sale's stock, per-buyer limit or start (optimistic locking), then rebuild its gate"
+    )
+    update.add_argument("--sku", required=True)
+    update.add_argument("--stock", type=_count(0), help="the sale's total units (not below what is sold)")
+    update.add_argument("--per-user-limit", type=_count(1))
+    start = update.add_mutually_exclusive_group()
+    start.add_argument("--starts-at", help="ISO 8601 time the sale opens")
+    start.add_argument("--starts-now", action="store_true", help="open the sale now (clears --starts-at)")
+    update.add_argument("--if-version", type=_count(1), help="write only if the sale is still at this version (default: the one read)")
+    update.set_defaults(run=cmd_sale_update)
     status = sale_sub.add_parser("status", help="sold, orders, buyers, and whether the invariants hold")
     status.add_argument("--sku", required=True)
     status.add_argument("--json", action="store_true")
@@ -184,6 +261,12 @@ def parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--sku", required=True)
     reconcile.add_argument("--grace", type=float, default=2.0, help="seconds an orphan must stay orphaned (in-flight orders)")
     reconcile.set_defaults(run=cmd_reconcile)
+
+    order = sub.add_parser("order", help="act on one order")
+    order_sub = order.add_subparsers(dest="order_command", required=True)
+    cancel = order_sub.add_parser("cancel", help="cancel a confirmed order: its tickets sell again (the gate is rebuilt)")
+    cancel.add_argument("--order-id", required=True)
+    cancel.set_defaults(run=cmd_order_cancel)
 
     tokens = sub.add_parser("tokens", help="create load-test users and mint their tokens")
     tokens.add_argument("--count", type=int, required=True)

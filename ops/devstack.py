@@ -102,10 +102,6 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
 
 @dataclass
 class Stack:

@@ -88,6 +88,12 @@ class SaleExists(FlashsaleError):
     status, code, title = 409, "sale_exists", "A sale with this sku already exists"
 
 
+class SaleChanged(FlashsaleError):
+    """The sale's terms changed since the caller read them (its version moved): read it again, then decide."""
+
+    status, code, title = 409, "sale_changed", "The sale changed since it was read"
+
+
 class RequestTimeout(FlashsaleError):
     """The request's body did not arrive within BODY_TIMEOUT_SECONDS: the server closes the connection."""
 

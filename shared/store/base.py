@@ -48,10 +48,15 @@ class Store(Protocol):
         per_user_limit: int | None = None,
         starts_at: datetime | None = None,
         clear_start: bool = False,
+        expected_version: int | None = None,
     ) -> Sale:
-        """Versioned compare-and-set with bounded, jittered retries.
+        """Change a sale's terms: a compare-and-set on its version, which moves on every change of terms (not on sales).
 
-        Raise UnknownSku, InvalidRequest (total below what is sold), ConcurrentUpdate.
+        ``expected_version``: the version the caller read; if the sale is at
+        another by the time the change is written, nothing changes and
+        SaleChanged is raised (optimistic locking: two operators editing the
+        same sale never overwrite each other unseen). Raise UnknownSku,
+        InvalidRequest (total below what is sold), SaleChanged, ConcurrentUpdate.
         """
 
     def stock_level(self, sku: str) -> StockLevel | None: ...

@@ -32,7 +32,8 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,7 @@ from shared.errors import (
     InvalidRequest,
     LimitReached,
     NotFound,
+    SaleChanged,
     SaleExists,
     SoldOut,
     StoreError,
@@ -68,6 +70,15 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """A MongoDB failure inside the block as StoreError: the request was fine, the database was not (503)."""
+    try:
+        yield
+    except PyMongoError as exc:
+        raise StoreError(str(exc)) from exc
 
 
 def _backoff(attempt: int) -> None:
@@ -105,10 +116,8 @@ class MongoStore:
             raise StoreError(f"cannot prepare MongoDB: {exc}") from exc
 
     def ping(self) -> None:
-        try:
+        with _unavailable():
             self.db.command("ping")
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
 
     def close(self) -> None:
         if self._client is not None:
@@ -121,17 +130,16 @@ class MongoStore:
 
     def create_user(self, email: str, password_hash: bytes) -> User:
         user = User(uuid.uuid4().hex, email, password_hash, utcnow())
-        try:
-            self.users.insert_one({"_id": user.user_id, "email": email, "password_hash": password_hash, "created_at": user.created_at})
-        except DuplicateKeyError as exc:
-            raise EmailTaken() from exc
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        with _unavailable():
+            try:
+                self.users.insert_one({"_id": user.user_id, "email": email, "password_hash": password_hash, "created_at": user.created_at})
+            except DuplicateKeyError as exc:
+                raise EmailTaken() from exc
         return user
 
     def ensure_users(self, emails: Iterable[str], password_hash: bytes) -> list[User]:
         wanted = list(emails)
-        try:
+        with _unavailable():
             known = {d["email"]: self._user(d) for d in self.users.find({"email": {"$in": wanted}})}
             now = utcnow()
             missing = [e for e in wanted if e not in known]
@@ -142,15 +150,11 @@ class MongoStore:
                 except DuplicateKeyError:
                     pass
                 known.update({d["email"]: self._user(d) for d in self.users.find({"email": {"$in": missing}})})
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         return [known[e] for e in wanted]
 
     def get_user_by_email(self, email: str) -> User | None:
-        try:
+        with _unavailable():
             doc = self.users.find_one({"email": email})
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         return None if doc is None else self._user(doc)
 
     # sales ------------------------------------------------------------
@@ -162,31 +166,28 @@ class MongoStore:
         starts_at = to_millis(starts_at)
         if total < 0 or per_user_limit < 1:
             raise InvalidRequest("total must be >= 0 and per_user_limit >= 1")
-        try:
-            self.sales.insert_one(
-                {
-                    "_id": sku,
-                    "total": total,
-                    "per_user_limit": per_user_limit,
-                    "starts_at": starts_at,
-                    "issued": 0,
-                    "remaining": total,
-                    "free_tickets": [],
-                    "version": 1,
-                    "created_at": utcnow(),
-                }
-            )
-        except DuplicateKeyError as exc:
-            raise SaleExists(f"sku {sku!r} already has a sale") from exc
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        with _unavailable():
+            try:
+                self.sales.insert_one(
+                    {
+                        "_id": sku,
+                        "total": total,
+                        "per_user_limit": per_user_limit,
+                        "starts_at": starts_at,
+                        "issued": 0,
+                        "remaining": total,
+                        "free_tickets": [],
+                        "version": 1,
+                        "created_at": utcnow(),
+                    }
+                )
+            except DuplicateKeyError as exc:
+                raise SaleExists(f"sku {sku!r} already has a sale") from exc
         return Sale(sku, total, per_user_limit, starts_at)
 
     def get_sale(self, sku: str) -> Sale | None:
-        try:
+        with _unavailable():
             doc = self.sales.find_one({"_id": sku}, {"free_tickets": 0})
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         return None if doc is None else self._sale(doc)
 
     def update_sale(
@@ -197,13 +198,17 @@ class MongoStore:
         per_user_limit: int | None = None,
         starts_at: datetime | None = None,
         clear_start: bool = False,
+        expected_version: int | None = None,
     ) -> Sale:
         starts_at = to_millis(starts_at)
         for attempt in range(CAS_ATTEMPTS):
-            try:
+            with _unavailable():
                 doc = self.sales.find_one({"_id": sku}, {"free_tickets": 0})
                 if doc is None:
                     raise UnknownSku(f"no sale for sku {sku!r}")
+                if expected_version is not None and doc["version"] != expected_version:
+                    # Also when another edit won the race to the update below: the re-read lands here.
+                    raise SaleChanged(f"sale {sku!r} is at version {doc['version']}, not {expected_version}: read it again")
                 new_total = doc["total"] if total is None else total
                 if new_total < doc["issued"]:
                     raise InvalidRequest("cannot shrink below tickets already issued; reconcile first")
@@ -219,18 +224,14 @@ class MongoStore:
                     {"_id": sku, "version": doc["version"], "issued": doc["issued"]},
                     {"$set": changes, "$inc": {"version": 1}},
                 )
-            except PyMongoError as exc:
-                raise StoreError(str(exc)) from exc
             if result.modified_count == 1:
                 return Sale(sku, changes["total"], changes["per_user_limit"], _aware(changes["starts_at"]), doc["version"] + 1)
             _backoff(attempt)
         raise ConcurrentUpdate(f"sale {sku!r} kept changing; try again")
 
     def stock_level(self, sku: str) -> StockLevel | None:
-        try:
+        with _unavailable():
             doc = self.sales.find_one({"_id": sku}, {"total": 1, "remaining": 1, "free_tickets": 1})
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         if doc is None:
             return None
         return StockLevel(sku, doc["total"], doc["remaining"] + len(doc.get("free_tickets") or []))
@@ -354,10 +355,8 @@ class MongoStore:
         )
 
     def find_order_by_key(self, user_id: str, idempotency_key: str) -> Order | None:
-        try:
+        with _unavailable():
             doc = self.orders.find_one({"idem": f"{user_id}\n{idempotency_key}"})
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         return None if doc is None else self._order(doc)
 
     def place_order(
@@ -404,10 +403,8 @@ class MongoStore:
         by_idem = {f"{run[i].user_id}\n{run[i].idempotency_key}": i for i in pending if run[i].idempotency_key is not None}
         if not by_idem:
             return {}
-        try:
+        with _unavailable():
             earlier = list(self.orders.find({"idem": {"$in": list(by_idem)}}))
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         return {by_idem[doc["idem"]]: _replay_of(self._order(doc), run[by_idem[doc["idem"]]].request_hash) for doc in earlier}
 
     def _take_units(self, sku: str, wanting: dict[int, OrderRequest]) -> dict[int, Order | FlashsaleError]:
@@ -501,13 +498,11 @@ class MongoStore:
             pass
 
     def list_orders(self, user_id: str) -> list[Order]:
-        try:
+        with _unavailable():
             return [self._order(d) for d in self.orders.find({"user_id": user_id}).sort("created_at", ASCENDING)]
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
 
     def cancel_order(self, order_id: str) -> Order:
-        try:
+        with _unavailable():
             doc = self.orders.find_one_and_update(
                 {"_id": order_id, "status": "confirmed"},
                 {"$set": {"status": "cancelled"}},
@@ -521,28 +516,22 @@ class MongoStore:
             order = self._order(doc)
             self.release_ticket(order.sku, order.tickets)
             self.release_buyer_units(order.sku, order.user_id, order.quantity)
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         return order
 
     def buyer_units(self, sku: str) -> dict[str, int]:
         units: dict[str, int] = {}
-        try:
+        with _unavailable():
             for doc in self.orders.find({"sku": sku, "status": "confirmed"}, {"user_id": 1, "quantity": 1}):
                 units[doc["user_id"]] = units.get(doc["user_id"], 0) + int(doc["quantity"])
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         return units
 
     def _snapshot(self, sku: str) -> tuple[Doc, list[Doc], dict[str, int]]:
-        try:
+        with _unavailable():
             sale = self.sales.find_one({"_id": sku})
             if sale is None:
                 raise UnknownSku(f"no sale for sku {sku!r}")
             orders = list(self.orders.find({"sku": sku, "status": "confirmed"}, {"user_id": 1, "quantity": 1, "tickets": 1}))
             counted = {d["user_id"]: int(d["units"]) for d in self.buyers.find({"sku": sku})}
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         return sale, orders, counted
 
     def sale_stats(self, sku: str) -> SaleStats:
@@ -586,7 +575,7 @@ class MongoStore:
 
     def reconcile(self, sku: str, grace_seconds: float = 0.0) -> ReconcileReport:
         orphans, excess = lasting_leaks(lambda: self._leaks(sku), grace_seconds)
-        try:
+        with _unavailable():
             # An orphan still unheld after the grace is nobody's: give it back.
             still_held = {
                 int(t)
@@ -597,8 +586,6 @@ class MongoStore:
             self.release_ticket(sku, released)
             for user_id, extra in excess.items():
                 self.release_buyer_units(sku, user_id, extra)
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
         return ReconcileReport(sku, tuple(released), len(excess), self.sale_stats(sku))
 
 

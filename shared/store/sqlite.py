@@ -31,6 +31,7 @@ from shared.errors import (
     InvalidRequest,
     LimitReached,
     NotFound,
+    SaleChanged,
     SaleExists,
     SoldOut,
     StoreError,
@@ -358,15 +359,18 @@ class SqliteStore:
         per_user_limit: int | None = None,
         starts_at: datetime | None = None,
         clear_start: bool = False,
+        expected_version: int | None = None,
     ) -> Sale:
         starts_at = to_millis(starts_at)
-        # The write lock already serialises this read-modify-write, so the
-        # version check cannot fail here; it is kept so both stores share one
-        # contract (the version moves on every change).
+        # BEGIN IMMEDIATE takes the write lock before the read: no other edit
+        # can come between this read and the write, so the version the caller
+        # expected is compared with the one this transaction writes over.
         with self._errors(), self._transaction() as conn:
             row = self._sale_row(conn, sku)
             if row is None:
                 raise UnknownSku(f"no sale for sku {sku!r}")
+            if expected_version is not None and row[4] != expected_version:
+                raise SaleChanged(f"sale {sku!r} is at version {row[4]}, not {expected_version}: read it again")
             new_total = row[1] if total is None else total
             if new_total < row[5] - self._free_count(conn, sku):
                 raise InvalidRequest(f"total {new_total} is below the units already sold")

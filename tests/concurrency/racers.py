@@ -49,3 +49,19 @@ def race(path: str, sku: str, users: list[str], start_at: float, naive: bool) ->
             outcome["limit_reached"] += 1
     store.close()
     return outcome
+
+
+def edit_sale(path: str, sku: str, total: int, start_at: float, locking: bool) -> tuple[int, str]:
+    """Read the sale, wait for the common instant, then write a new total over what was read: (total, outcome)."""
+    from shared.errors import SaleChanged
+
+    store = SqliteStore(path)
+    read = store.get_sale(sku)
+    assert read is not None
+    while time.time() < start_at:
+        time.sleep(0.0005)
+    try:
+        store.update_sale(sku, total=total, expected_version=read.version if locking else None)
+    except SaleChanged:
+        return total, "sale_changed"
+    return total, "written"

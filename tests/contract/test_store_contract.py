@@ -8,7 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.errors import EmailTaken, IdempotencyKeyReused, InvalidRequest, LimitReached, NotFound, SaleExists, SoldOut, UnknownSku
+from shared.errors import (
+    EmailTaken,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    LimitReached,
+    NotFound,
+    SaleChanged,
+    SaleExists,
+    SoldOut,
+    UnknownSku,
+)
 from shared.models import request_fingerprint
 from shared.store.base import Store
 from shared.store.mongo import MongoStore
@@ -53,6 +63,18 @@ def test_update_sale_moves_the_version(store: Store) -> None:
     assert store.get_sale("phone") == after
     with pytest.raises(UnknownSku):
         store.update_sale("nothing", total=1)
+
+
+def test_update_sale_with_a_version_that_moved_changes_nothing(store: Store) -> None:
+    read = store.create_sale("phone", 10, 1, None)
+    mine = store.update_sale("phone", total=12, expected_version=read.version)  # the first editor wins
+    with pytest.raises(SaleChanged):
+        store.update_sale("phone", total=20, per_user_limit=5, expected_version=read.version)  # the second read the same version
+    assert store.get_sale("phone") == mine  # the second edit left no trace
+    level = store.stock_level("phone")
+    assert level is not None and level.total == 12
+    buy(store, "phone", "a")  # a sale is not an edit: the version stays
+    assert store.update_sale("phone", per_user_limit=2, expected_version=mine.version).version == mine.version + 1
 
 
 def test_update_sale_refuses_to_shrink_below_what_is_sold(store: Store) -> None:
