@@ -16,8 +16,10 @@ from bench.config import Config, machine_cpus
 from bench.cpu import CpuUse, metered
 from bench.measure import Measure, load_average, measure
 from bench.profile import recording
+from bench.report import number
 from bench.results import CrowdRound, Pair, Results
 from bench.sites import Site, mint, open_sale
+from ops.verdict import crowd_checks
 from shared.redisconn import RedisConn
 from shared.settings import Settings
 from shared.store import open_store
@@ -29,12 +31,6 @@ def redis_scripts_run(settings: Settings) -> int:
     """Lua scripts redis-server has run since it started (every gate admission is one)."""
     stats = RedisConn(settings).client.info("commandstats")
     return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
-
-
-def fmt(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}{unit}" if abs(value) >= 100 else f"{value:,.2f}{unit}"
 
 
 class Bench:
@@ -74,8 +70,8 @@ class Bench:
         self.results.pairs[name] = found
         self.say(
             name,
-            f"baseline {fmt(baseline.rps)} req/s p99 {fmt(baseline.p99_ms, ' ms')} | flashsale {fmt(real.rps)} req/s "
-            f"p99 {fmt(real.p99_ms, ' ms')} | req/s {fmt(found.rps_ratio, 'x')}, p99 {fmt(found.p99_ratio, 'x')}",
+            f"baseline {number(baseline.rps)} req/s p99 {number(baseline.p99_ms, ' ms')} | flashsale {number(real.rps)} req/s "
+            f"p99 {number(real.p99_ms, ' ms')} | req/s {number(found.rps_ratio, 'x')}, p99 {number(found.p99_ratio, 'x')}",
         )
         return found
 
@@ -119,15 +115,9 @@ class Bench:
         store.close()
         real = measured["flashsale"]
         others = {s: n for s, n in real.statuses.items() if s not in {"201", "409", "timeout", "connection"}}
-        expected = min(c.stock, c.buyers)
         checks = {
-            f"sold exactly {expected:,} (database)": stats.sold == expected,
-            f"tickets 1..{expected:,}, each once": stats.sold == expected and not (stats.duplicate_tickets or stats.tickets_out_of_range),
-            "201s match the database": real.statuses.get("201", 0) == stats.sold,
-            "no buyer over the limit": stats.max_units_per_buyer <= stats.per_user_limit,
-            "every answer was 201 or 409": not others,
+            **crowd_checks(stats, buyers=c.buyers, confirmed=real.statuses.get("201", 0), other_answers=sum(others.values())),
             "no timeouts": real.timeouts == 0,
-            "database invariants hold": stats.invariants_hold,
         }
         found = CrowdRound(measured["baseline"], real, number, checks, stats.to_public(), waited, lag, cpu)
         self.results.crowd.append(found)
@@ -135,8 +125,8 @@ class Bench:
         verdict = "correct" if found.correct else "WRONG: " + ", ".join(name for name, ok in checks.items() if not ok)
         self.say(
             f"crowd {number}/{c.crowd_rounds}",
-            f"sold {stats.sold:,} ({verdict}); p99 baseline {fmt(found.baseline.p99_ms, ' ms')} flashsale "
-            f"{fmt(real.p99_ms, ' ms')} ({fmt(found.p99_ratio, 'x')}); answered/s {fmt(found.rps_ratio, 'x')}; "
+            f"sold {stats.sold:,} ({verdict}); p99 baseline {number(found.baseline.p99_ms, ' ms')} flashsale "
+            f"{number(real.p99_ms, ' ms')} ({number(found.p99_ratio, 'x')}); answered/s {number(found.rps_ratio, 'x')}; "
             f"no answer: baseline {found.baseline.connection_errors:,} conn + {found.baseline.timeouts} timeouts, "
             f"flashsale {real.connection_errors:,} conn + {real.timeouts} timeouts; drained {waited}",
         )
@@ -186,9 +176,9 @@ class Bench:
         self.results.login = login
         self.say(
             "login",
-            f"raw bcrypt (cost {c.bcrypt_rounds}, {cpus} processes) {fmt(before.per_second)}/s before, {fmt(after.per_second)}/s after, "
-            f"{fmt(raw.ms_per_call, ' ms')} each | "
-            f"logins {fmt(login.rps)}/s p99 {fmt(login.p99_ms, ' ms')} | {fmt(self.results.login_ratio, 'x')}",
+            f"raw bcrypt (cost {c.bcrypt_rounds}, {cpus} processes) {number(before.per_second)}/s before, "
+            f"{number(after.per_second)}/s after, {number(raw.ms_per_call, ' ms')} each | "
+            f"logins {number(login.rps)}/s p99 {number(login.p99_ms, ' ms')} | {number(self.results.login_ratio, 'x')}",
         )
 
     def seed_matrix(self, sites: dict[str, Site]) -> None:
@@ -204,7 +194,7 @@ class Bench:
         real = self.results.seed_matrix["flashsale"]
         self.say(
             "seed-matrix",
-            " | ".join(f"{fn} {fmt(f.get('rps'))} req/s avg {fmt(f.get('avg_ms'), ' ms')}" for fn, f in real.items())
+            " | ".join(f"{fn} {number(f.get('rps'))} req/s avg {number(f.get('avg_ms'), ' ms')}" for fn, f in real.items())
             + " (reference: auth 46 at 513 ms, stock 69 at 10 ms, order 61 at 137 ms)",
         )
 
@@ -224,10 +214,10 @@ class Bench:
         }
         self.say(
             "micro",
-            f"gate admits {fmt(gate.per_second)}/s ({c.micro_processes} processes, one redis-server) | "
-            f"SQLite orders {fmt(orders.per_second)}/s ({c.micro_processes} processes, one file) | "
-            f"{size} a transaction {fmt(batched.per_second)}/s ({fmt(self.results.batching_ratio, 'x')}), "
-            f"through OrderBatcher ({size} threads a process) {fmt(batcher.per_second)}/s ({fmt(self.results.batcher_ratio, 'x')})",
+            f"gate admits {number(gate.per_second)}/s ({c.micro_processes} processes, one redis-server) | "
+            f"SQLite orders {number(orders.per_second)}/s ({c.micro_processes} processes, one file) | "
+            f"{size} a transaction {number(batched.per_second)}/s ({number(self.results.batching_ratio, 'x')}), "
+            f"through OrderBatcher ({size} threads a process) {number(batcher.per_second)}/s ({number(self.results.batcher_ratio, 'x')})",
         )
 
     # isolation ---------------------------------------------------------------------------------
@@ -250,8 +240,9 @@ class Bench:
         logins = self.results.storm_logins[deployment]
         self.say(
             f"isolation {deployment}",
-            f"buyers' p95 alone {fmt(measured['alone'].p95_ms, ' ms')}, during the storm {fmt(measured['storm'].p95_ms, ' ms')} "
-            f"({fmt(self.results.storm_ratio(deployment), 'x')}); storm logins {fmt(logins.rps)}/s, p95 {fmt(logins.p95_ms, ' ms')}",
+            f"buyers' p95 alone {number(measured['alone'].p95_ms, ' ms')}, "
+            f"during the storm {number(measured['storm'].p95_ms, ' ms')} ({number(self.results.storm_ratio(deployment), 'x')}); "
+            f"storm logins {number(logins.rps)}/s, p95 {number(logins.p95_ms, ' ms')}",
         )
 
     # profiles ---------------------------------------------------------------------------------
@@ -289,7 +280,7 @@ class Bench:
             runs[who] = found.to_json()
         self.results.profiles.append({"kind": kind, "function": function, "runs": runs})
         real, base = runs.get("flashsale", {}), runs.get("baseline", {})
-        cpu = f"CPU per request: {fmt(base.get('cpu_ms', {}).get('all'), ' ms')} baseline, "
-        cpu += f"{fmt(real.get('cpu_ms', {}).get('all'), ' ms')} flashsale"
+        cpu = f"CPU per request: {number(base.get('cpu_ms', {}).get('all'), ' ms')} baseline, "
+        cpu += f"{number(real.get('cpu_ms', {}).get('all'), ' ms')} flashsale"
         top = ", ".join(f"{frame} {share:.0%}" for frame, share in real.get("top", [])[:3])
         self.say(f"profile {kind}", f"{real.get('svg') or real.get('note')}; {cpu}; most samples in: {top or '-'}")

@@ -12,13 +12,15 @@ import threading
 from functools import cached_property
 from typing import cast
 
+import flask
+
 from shared import logs, metrics, tracing
 from shared.accounts import Accounts
 from shared.blocking import gevent_active
 from shared.events import EventEmitter
 from shared.gate import Gate
 from shared.healing import Healer
-from shared.http import ReadinessCheck
+from shared.http import ReadinessCheck, Router, install_problem_pages
 from shared.ordering import OrderDesk
 from shared.ratelimit import LoginLimiter
 from shared.redisconn import RedisConn
@@ -173,3 +175,18 @@ def reset(settings: Settings | None = None) -> Context:
     with _lock:
         _context, _pid = Context(settings or get_settings()), os.getpid()
     return _context
+
+
+def function_router(function: str, *, key: str | None = None) -> Router:
+    """A function's Router, set up as every function's is.
+
+    Problem pages on functions-framework's Flask app (each main.py is imported
+    inside its app context), readiness (the database and ``key``; Redis only
+    reported, see :meth:`Context.ready_checks`), metrics and span names.
+    """
+    router = Router(function)
+    install_problem_pages(flask.current_app)
+    router.readiness = Context.ready_checks(key=key)
+    metrics.instrument(router, lambda: context().settings)
+    router.observers.append(tracing.name_span)
+    return router

@@ -6,9 +6,10 @@ The README's configuration table is checked against :data:`FIELDS` by a test.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -30,151 +31,153 @@ class Field:
     doc: str
 
 
-FIELDS: dict[str, Field] = {
-    "function": Field("FUNCTION", "", str, "Which function this process serves: auth, stock, order or events."),
-    "port": Field("PORT", 8080, int, "Port the function listens on (Knative sets it)."),
-    "bind_host": Field(
+def setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
+    """One setting, declared once: its variable, default, parser and the README's line for it."""
+    return field(default=default, metadata={"spec": Field(env, default, parse, doc)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    function: str = setting("FUNCTION", "", str, "Which function this process serves: auth, stock, order or events.")
+    port: int = setting("PORT", 8080, int, "Port the function listens on (Knative sets it).")
+    bind_host: str = setting(
         "BIND_HOST",
         "0.0.0.0",
         str,
         "Address the function listens on: every interface in a container; `make run` sets `127.0.0.1`, so only this machine reaches it.",
-    ),
-    "database_url": Field(
+    )
+    database_url: str = setting(
         "DATABASE_URL",
         "sqlite:///var/flashsale.db",
         str,
         "`sqlite:///path` (embedded default) or a `mongodb://` / `mongodb+srv://` URI (production).",
-    ),
-    "mongodb_database": Field("MONGODB_DATABASE", "flashsale", str, "Database name inside MongoDB."),
-    "redis_url": Field("REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis for the admission gate, stock cache and rate limits."),
-    "redis_timeout_seconds": Field("REDIS_TIMEOUT_SECONDS", 0.5, float, "Socket timeout for Redis calls; past it Redis counts as down."),
-    "redis_retry_after_seconds": Field(
-        "REDIS_RETRY_AFTER_SECONDS", 2.0, float, "After a Redis error, go straight to the database for this long."
-    ),
-    "bcrypt_rounds": Field("BCRYPT_ROUNDS", 12, int, "bcrypt cost factor for password hashes (4-31)."),
-    "token_ttl_seconds": Field("TOKEN_TTL_SECONDS", 900, int, "Lifetime of an access token."),
-    "jwt_private_key_file": Field("JWT_PRIVATE_KEY_FILE", "var/keys/signing.pem", str, "Ed25519 signing key (PEM). Only auth needs it."),
-    "jwt_public_key_file": Field("JWT_PUBLIC_KEY_FILE", "var/keys/signing.pub.pem", str, "Ed25519 public key (PEM) used to verify tokens."),
-    "jwt_issuer": Field("JWT_ISSUER", "flashsale", str, "`iss` claim written and required."),
-    "jwt_audience": Field("JWT_AUDIENCE", "flashsale", str, "`aud` claim written and required."),
-    "stock_cache_ttl_seconds": Field(
-        "STOCK_CACHE_TTL_SECONDS", 1.0, float, "How stale a stock answer may be (Redis and in-process caches, and Cache-Control)."
-    ),
-    "sold_out_memo_seconds": Field(
-        "SOLD_OUT_MEMO_SECONDS", 1.0, float, "How long a worker answers `sold_out` from memory before asking Redis again."
-    ),
-    "heal_interval_seconds": Field(
+    )
+    mongodb_database: str = setting("MONGODB_DATABASE", "flashsale", str, "Database name inside MongoDB.")
+    redis_url: str = setting("REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis for the admission gate, stock cache and rate limits.")
+    redis_timeout_seconds: float = setting(
+        "REDIS_TIMEOUT_SECONDS",
+        0.5,
+        float,
+        "Socket timeout for Redis calls; past it Redis counts as down.",
+    )
+    redis_retry_after_seconds: float = setting(
+        "REDIS_RETRY_AFTER_SECONDS",
+        2.0,
+        float,
+        "After a Redis error, go straight to the database for this long.",
+    )
+    bcrypt_rounds: int = setting("BCRYPT_ROUNDS", 12, int, "bcrypt cost factor for password hashes (4-31).")
+    token_ttl_seconds: int = setting("TOKEN_TTL_SECONDS", 900, int, "Lifetime of an access token.")
+    jwt_private_key_file: str = setting(
+        "JWT_PRIVATE_KEY_FILE",
+        "var/keys/signing.pem",
+        str,
+        "Ed25519 signing key (PEM). Only auth needs it.",
+    )
+    jwt_public_key_file: str = setting(
+        "JWT_PUBLIC_KEY_FILE",
+        "var/keys/signing.pub.pem",
+        str,
+        "Ed25519 public key (PEM) used to verify tokens.",
+    )
+    jwt_issuer: str = setting("JWT_ISSUER", "flashsale", str, "`iss` claim written and required.")
+    jwt_audience: str = setting("JWT_AUDIENCE", "flashsale", str, "`aud` claim written and required.")
+    stock_cache_ttl_seconds: float = setting(
+        "STOCK_CACHE_TTL_SECONDS",
+        1.0,
+        float,
+        "How stale a stock answer may be (Redis and in-process caches, and Cache-Control).",
+    )
+    sold_out_memo_seconds: float = setting(
+        "SOLD_OUT_MEMO_SECONDS",
+        1.0,
+        float,
+        "How long a worker answers `sold_out` from memory before asking Redis again.",
+    )
+    heal_interval_seconds: float = setting(
         "HEAL_INTERVAL_SECONDS",
         10.0,
         float,
         "How often stock and events look for a sold-out gate while the database still has units (admissions whose orders"
         " never landed, after a crash) and rebuild it; one pass at a time for the whole deployment. 0 turns healing off.",
-    ),
-    "heal_grace_seconds": Field(
+    )
+    heal_grace_seconds: float = setting(
         "HEAL_GRACE_SECONDS",
         5.0,
         float,
         "How long such a gate must stay sold out, with no order landing meanwhile, before it is rebuilt: longer than an"
         " order is in flight.",
-    ),
-    "order_batch_wait_ms": Field(
+    )
+    order_batch_wait_ms: float = setting(
         "ORDER_BATCH_WAIT_MS",
         0.0,
         float,
         "Group commit: how long the first order of a batch waits for others before it is written. 0: written as soon as"
         " the previous batch is, so a batch is what arrived during the write before it (no wait when the store is idle).",
-    ),
-    "order_batch_max": Field("ORDER_BATCH_MAX", 64, int, "Group commit: most orders one database write confirms."),
-    "login_rate_per_account": Field("LOGIN_RATE_PER_ACCOUNT", 10, int, "Login attempts per account per window (0 disables)."),
-    "login_rate_per_address": Field("LOGIN_RATE_PER_ADDRESS", 100, int, "Login attempts per client address per window (0 disables)."),
-    "register_rate_per_address": Field("REGISTER_RATE_PER_ADDRESS", 20, int, "Registrations per client address per window (0 disables)."),
-    "login_rate_window_seconds": Field("LOGIN_RATE_WINDOW_SECONDS", 60, int, "Window of the login rate limits."),
-    "trusted_proxies": Field("TRUSTED_PROXIES", 0, int, "How many `X-Forwarded-For` hops to trust when finding the client address."),
-    "max_body_bytes": Field("MAX_BODY_BYTES", 16384, int, "Largest request body accepted (413 above)."),
-    "body_timeout_seconds": Field(
+    )
+    order_batch_max: int = setting("ORDER_BATCH_MAX", 64, int, "Group commit: most orders one database write confirms.")
+    login_rate_per_account: int = setting("LOGIN_RATE_PER_ACCOUNT", 10, int, "Login attempts per account per window (0 disables).")
+    login_rate_per_address: int = setting("LOGIN_RATE_PER_ADDRESS", 100, int, "Login attempts per client address per window (0 disables).")
+    register_rate_per_address: int = setting(
+        "REGISTER_RATE_PER_ADDRESS",
+        20,
+        int,
+        "Registrations per client address per window (0 disables).",
+    )
+    login_rate_window_seconds: int = setting("LOGIN_RATE_WINDOW_SECONDS", 60, int, "Window of the login rate limits.")
+    trusted_proxies: int = setting("TRUSTED_PROXIES", 0, int, "How many `X-Forwarded-For` hops to trust when finding the client address.")
+    max_body_bytes: int = setting("MAX_BODY_BYTES", 16384, int, "Largest request body accepted (413 above).")
+    body_timeout_seconds: float = setting(
         "BODY_TIMEOUT_SECONDS",
         5.0,
         float,
         "A request's body must arrive in full within this many seconds of its headers; otherwise `408` and the connection is closed.",
-    ),
-    "k_sink": Field("K_SINK", "", str, "Where `order.placed` CloudEvents go (Knative's SinkBinding sets it); empty disables."),
-    "log_level": Field("LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR."),
-    "log_format": Field("LOG_FORMAT", "json", str, "`json` (one object a line) or `text` for a person at a terminal."),
-    "log_sample_every": Field(
+    )
+    k_sink: str = setting("K_SINK", "", str, "Where `order.placed` CloudEvents go (Knative's SinkBinding sets it); empty disables.")
+    log_level: str = setting("LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = setting("LOG_FORMAT", "json", str, "`json` (one object a line) or `text` for a person at a terminal.")
+    log_sample_every: int = setting(
         "LOG_SAMPLE_EVERY",
         100,
         int,
         "Routine answers (409 refusals, 200 reads) get one access line in this many, carrying the count it stands for;"
         " errors, 201s and slow answers always get theirs. 1 logs every answer.",
-    ),
-    "log_slow_ms": Field("LOG_SLOW_MS", 1000.0, float, "An answer slower than this always gets its access line."),
-    "workers": Field("WORKERS", 0, int, "gunicorn worker processes; 0 picks the function's default (one per CPU)."),
-    "threads": Field("THREADS", 0, int, "auth: bcrypt hashes one worker runs at once (default 1); events: threads per worker (default 4)."),
-    "worker_connections": Field(
-        "WORKER_CONNECTIONS", 10000, int, "Connections per gevent worker (auth, stock, order): a burst queues here, not in the kernel."
-    ),
-    "access_log": Field("ACCESS_LOG", False, _bool, "Also write gunicorn's access log."),
-    "metrics": Field(
-        "METRICS", True, _bool, "Count requests, orders and the rest for `/metrics`; off only to measure what counting costs."
-    ),
-    "prometheus_multiproc_dir": Field(
+    )
+    log_slow_ms: float = setting("LOG_SLOW_MS", 1000.0, float, "An answer slower than this always gets its access line.")
+    workers: int = setting("WORKERS", 0, int, "gunicorn worker processes; 0 picks the function's default (one per CPU).")
+    threads: int = setting(
+        "THREADS",
+        0,
+        int,
+        "auth: bcrypt hashes one worker runs at once (default 1); events: threads per worker (default 4).",
+    )
+    worker_connections: int = setting(
+        "WORKER_CONNECTIONS",
+        10000,
+        int,
+        "Connections per gevent worker (auth, stock, order): a burst queues here, not in the kernel.",
+    )
+    access_log: bool = setting("ACCESS_LOG", False, _bool, "Also write gunicorn's access log.")
+    metrics: bool = setting(
+        "METRICS",
+        True,
+        _bool,
+        "Count requests, orders and the rest for `/metrics`; off only to measure what counting costs.",
+    )
+    prometheus_multiproc_dir: str = setting(
         "PROMETHEUS_MULTIPROC_DIR",
         "",
         str,
         "Where a function's gunicorn workers share their metrics (`/metrics` sums them). "
         "`python -m shared.serving` empties it at start, or makes a fresh one when unset.",
-    ),
-    "otel_traces_exporter": Field(
+    )
+    otel_traces_exporter: str = setting(
         "OTEL_TRACES_EXPORTER",
         "none",
         str,
         "Tracing: `none` (off), `otlp` (to `OTEL_EXPORTER_OTLP_ENDPOINT`; the other standard `OTEL_*` variables apply) "
         "or `console` (a JSON line per span on stdout).",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    function: str
-    port: int
-    bind_host: str
-    database_url: str
-    mongodb_database: str
-    redis_url: str
-    redis_timeout_seconds: float
-    redis_retry_after_seconds: float
-    bcrypt_rounds: int
-    token_ttl_seconds: int
-    jwt_private_key_file: str
-    jwt_public_key_file: str
-    jwt_issuer: str
-    jwt_audience: str
-    stock_cache_ttl_seconds: float
-    sold_out_memo_seconds: float
-    heal_interval_seconds: float
-    heal_grace_seconds: float
-    order_batch_wait_ms: float
-    order_batch_max: int
-    login_rate_per_account: int
-    login_rate_per_address: int
-    register_rate_per_address: int
-    login_rate_window_seconds: int
-    trusted_proxies: int
-    max_body_bytes: int
-    body_timeout_seconds: float
-    k_sink: str
-    log_level: str
-    log_format: str
-    log_sample_every: int
-    log_slow_ms: float
-    workers: int
-    threads: int
-    worker_connections: int
-    access_log: bool
-    metrics: bool
-    prometheus_multiproc_dir: str
-    otel_traces_exporter: str
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -225,13 +228,15 @@ class Settings:
             raise ValueError("OTEL_TRACES_EXPORTER must be none, otlp or console")
 
     def replace(self, **changes: Any) -> Settings:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
+        return dataclasses.replace(self, **changes)
 
     @property
     def uses_mongodb(self) -> bool:
         return self.database_url.startswith(("mongodb://", "mongodb+srv://"))
+
+
+# Each setting's spec by field name: what from_env reads, and the README's configuration table.
+FIELDS: dict[str, Field] = {f.name: f.metadata["spec"] for f in dataclasses.fields(Settings)}
 
 
 @lru_cache(maxsize=1)

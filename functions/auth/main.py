@@ -1,18 +1,13 @@
 """auth: registers buyers and signs their access tokens. The only holder of the signing key."""
 
-import flask
 import functions_framework
 from flask import Request, Response
 
-from shared import metrics, tracing, validation
-from shared.context import Context, context
-from shared.http import Router, client_address, install_problem_pages, json_response, read_json
+from shared import validation
+from shared.context import context, function_router
+from shared.http import client_address, json_response, read_json
 
-router = Router("auth")
-install_problem_pages(flask.current_app)  # functions-framework imports this module inside its app context
-router.readiness = Context.ready_checks(key="signing_key")  # the database and the key; Redis only reported
-metrics.instrument(router, lambda: context().settings)
-router.observers.append(tracing.name_span)
+router = function_router("auth", key="signing_key")  # problem pages, readiness (the database and the key; Redis only reported), metrics
 NO_STORE = {"Cache-Control": "no-store"}
 
 

@@ -6,22 +6,17 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import metrics
-from shared.context import Context, context
+from shared.context import context, function_router
 from shared.events import ORDER_PLACED, event_data
-from shared.http import Router, install_problem_pages
 
 log = logging.getLogger("flashsale.events")
 
 # A CloudEvent function only answers POST; Knative's probes need GET /healthz and
 # /readyz, and Prometheus GET /metrics. functions-framework loads this module inside
 # its app context, so the routes go on its app beside the event endpoint.
-health = Router("events")
-health.readiness = Context.ready_checks()
-metrics.instrument(health, lambda: context().settings)
+health = function_router("events")  # problem pages, readiness (the database; Redis only reported), metrics
 for path in ("/healthz", "/readyz", "/metrics"):
     flask.current_app.add_url_rule(path, path, lambda: health.dispatch(flask.request), methods=["GET"])
-install_problem_pages(flask.current_app)
 
 
 @functions_framework.cloud_event

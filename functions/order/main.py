@@ -5,16 +5,12 @@ import functions_framework
 from flask import Request, Response
 from werkzeug.wrappers import Request as BareRequest
 
-from shared import metrics, tracing, validation
-from shared.context import Context, context
-from shared.http import Ready, Router, install_problem_pages, json_response, read_json
+from shared import validation
+from shared.context import context, function_router
+from shared.http import Ready, json_response, read_json
 from shared.tokens import BearerToken, parse_bearer
 
-router = Router("order")
-install_problem_pages(flask.current_app)  # functions-framework imports this module inside its app context
-router.readiness = Context.ready_checks(key="public_key")  # the database and the key; Redis only reported
-metrics.instrument(router, lambda: context().settings)
-router.observers.append(tracing.name_span)
+router = function_router("order", key="public_key")  # problem pages, readiness (the database and the key; Redis only reported), metrics
 
 
 READ_ORDER = "flashsale.order"  # the WSGI environ key the shortcut leaves its reading under, for the route

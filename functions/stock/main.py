@@ -5,15 +5,11 @@ import functions_framework
 from flask import Request, Response
 from werkzeug.wrappers import Request as BareRequest
 
-from shared import metrics, tracing, validation
-from shared.context import Context, context
-from shared.http import Ready, Router, install_problem_pages
+from shared import validation
+from shared.context import context, function_router
+from shared.http import Ready
 
-router = Router("stock")
-install_problem_pages(flask.current_app)  # functions-framework imports this module inside its app context
-router.readiness = Context.ready_checks()  # the database; Redis only reported
-metrics.instrument(router, lambda: context().settings)
-router.observers.append(tracing.name_span)
+router = function_router("stock")  # problem pages, readiness (the database; Redis only reported), metrics
 
 
 def stock_answer(sku: str) -> Ready:
