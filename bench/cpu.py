@@ -34,6 +34,7 @@ class CpuUse:
 
     wall_s: float = 0.0
     workers_s: float = 0.0  # the gunicorn group serving the load (master and workers)
+    workers_kernel_s: float = 0.0  # of which in the kernel: system calls, the loopback network stack, fsync
     k6_s: float = 0.0
     redis_s: float = 0.0
     machine_s: float = 0.0  # every CPU's busy time (user, nice, system, irq, softirq, steal)
@@ -56,14 +57,14 @@ class CpuUse:
         return cls(**data)
 
 
-def process_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (0 once it is gone)."""
+def process_seconds(pid: int, *, kernel_only: bool = False) -> float:
+    """utime + stime of ``pid``, or stime alone (0 once it is gone)."""
     try:
         fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return 0.0
     # After the command's closing parenthesis: field 3 (state) is fields[0], so utime (14) and stime (15) are [11] and [12].
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return (int(fields[12]) if kernel_only else int(fields[11]) + int(fields[12])) / TICKS
 
 
 def children(pid: int) -> list[int]:
@@ -101,6 +102,7 @@ def redis_pids(port: int) -> list[int]:
 class _Snapshot:
     at: float
     groups: dict[int, float] = field(default_factory=dict)  # pid -> seconds
+    kernel: dict[int, float] = field(default_factory=dict)  # pid -> seconds in the kernel (system calls, the network stack)
     k6: float = 0.0
     machine: float = 0.0
 
@@ -110,6 +112,7 @@ def _snapshot(pids: list[int]) -> _Snapshot:
     return _Snapshot(
         time.monotonic(),
         {pid: process_seconds(pid) for pid in pids},
+        {pid: process_seconds(pid, kernel_only=True) for pid in pids},
         usage.ru_utime + usage.ru_stime,
         machine_busy_seconds(),
     )
@@ -135,6 +138,7 @@ def metered(master: int | None, redis_port: int | None) -> Iterator[CpuUse]:
 
     use.wall_s = round(after.at - before.at, 3)
     use.workers_s = round(spent(workers), 3)
+    use.workers_kernel_s = round(sum(max(0.0, after.kernel.get(pid, 0.0) - before.kernel.get(pid, 0.0)) for pid in workers), 3)
     use.redis_s = round(spent(redis), 3)
     use.k6_s = round(after.k6 - before.k6, 3)
     use.machine_s = round(after.machine - before.machine, 3)

@@ -74,6 +74,7 @@ def test_a_workers_cpu_counts_for_its_master_and_a_reaped_child_for_k6(master: s
         subprocess.run([sys.executable, "-c", SPIN.format(seconds=0.4)], check=True)  # k6's place: a child run to its end
         wait_for(spun)
     assert use.workers_s >= 0.5, use
+    assert 0 <= use.workers_kernel_s < use.workers_s / 2, use  # a spin is user time
     assert 0.35 <= use.k6_s < 0.6 + 0.4, use  # the reaped child's CPU, not the worker's
     assert use.machine_s >= use.workers_s + use.k6_s - 0.1  # the whole machine was at least that busy
 
@@ -102,3 +103,9 @@ def test_a_crowd_round_keeps_its_cpu_through_json_and_divides_by_answers() -> No
     assert again.cpu_per_answer_ms("baseline") == pytest.approx(2.0)
     assert again.cpu_per_answer_ms("flashsale") == pytest.approx(4.0)
     assert use.rest_s == pytest.approx(2.5)
+
+
+def test_a_processs_memory_is_read_as_its_proportional_share() -> None:
+    from bench.auth_layout import pss_mib
+
+    assert 5 < pss_mib(os.getpid()) < 4096  # this interpreter with pytest loaded: some MiB, not none, not the machine
