@@ -412,7 +412,8 @@ def test_main_prints_the_arithmetic(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_plan_runs_on_a_fresh_clone(tmp_path: Path) -> None:
     # What git gives: shared/ and bench/reference/, no bench/results/ (ignored). No flags.
     clone = tmp_path / "clone"
-    shutil.copytree(REPO / "shared", clone / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("shared", "ops"):
+        shutil.copytree(REPO / package, clone / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "bench" / "reference", clone / "bench" / "reference")
     env = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run(
