@@ -26,6 +26,7 @@ from pathlib import Path
 from bench import load
 from bench.config import Config
 from bench.measure import Measure, measure
+from bench.report import ms, number
 from bench.servers import worker_pids
 from bench.sites import mint
 from ops.devstack import local_stack
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         m = run.logins
         ratio = f"{(m.rps or 0) / first:.2f}x" if first else "-"
         print(
-            f"| {run.name} | {m.rps} | {ratio} | {m.p50_ms} ms | {m.p95_ms} ms | {m.p99_ms} ms | {run.processes} |"
-            f" {run.pss_mib} MiB | {100 * run.pss_mib / LIMIT_MIB:.0f} % |"
+            f"| {run.name} | {number(m.rps)} | {ratio} | {ms(m.p50_ms)} | {ms(m.p95_ms)} | {ms(m.p99_ms)} | {run.processes} |"
+            f" {number(run.pss_mib, ' MiB')} | {100 * run.pss_mib / LIMIT_MIB:.0f} % |"
         )
     return 0
 

@@ -48,8 +48,8 @@ LATEST_FIGURES = ROOT / "bench" / "results" / "latest.json"  # written by a full
 # Pod shapes as knative/*.yaml deploy them (a unit test keeps the two in step):
 # auth hashes one password per CPU; stock and order run one gevent worker on one CPU.
 CPUS = {"auth": 2, "stock": 1, "order": 1}
-WORKERS = {"auth": 2, "stock": 1, "order": 1}
-THREADS = {"auth": 1, "stock": 1, "order": 1}
+WORKERS = {"auth": 1, "stock": 1, "order": 1}
+THREADS = {"auth": 2, "stock": 1, "order": 1}  # auth: one worker, two hashing threads (python -m bench.auth_layout)
 TIMEOUT_SECONDS = {"auth": 30, "stock": 10, "order": 30}
 # How each function scales, and why (docs/capacity.md): order and stock answer from memory and
 # Redis in milliseconds, so the requests they hold at the planned load are a fraction of one per
@@ -407,7 +407,7 @@ def plan_auth(scenario: Scenario, figures: Figures) -> FunctionPlan:
         probes=probes,
         arithmetic=(
             f"logins: {scenario.buyers:,} buyers / {_n(scenario.login_window_seconds)} s login window = {logins:,.1f}/s",
-            f"containerConcurrency = target = {WORKERS['auth']} workers x {THREADS['auth']} thread = {concurrency}"
+            f"containerConcurrency = target = {WORKERS['auth']} worker x {THREADS['auth']} hashing threads = {concurrency}"
             " (one bcrypt hash per CPU; a third would only slow the other two)",
             f"metric concurrency: a login holds a CPU for one measured verify, so in flight (Little) = {logins:,.1f}/s"
             f" x {verify:.3f} s = {in_flight:,.2f}",

@@ -56,8 +56,10 @@ def worker_plan(function: str, settings: Settings) -> WorkerPlan:
         return WorkerPlan("gevent", workers, 1, settings.worker_connections)
     if function == "events":
         return WorkerPlan("gthread", settings.workers or 1, settings.threads or 4, 0)
-    # auth: THREADS is the number of bcrypt hashes a worker runs at once.
-    return WorkerPlan("gevent", workers, settings.threads or 1, settings.worker_connections)
+    # auth: one worker whose THREADS hashing threads run bcrypt (which releases the GIL) side by side.
+    # Two single-thread workers measured half the logins a second with two logins in flight: the kernel
+    # handed both connections to one worker while the other idled (python -m bench.auth_layout).
+    return WorkerPlan("gevent", settings.workers or 1, settings.threads or cpus(), settings.worker_connections)
 
 
 def gunicorn_argv(function: str, settings: Settings, *, host: str = "0.0.0.0", port: int | None = None) -> list[str]:

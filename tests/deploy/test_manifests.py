@@ -296,15 +296,19 @@ def knative_service_problems(service: dict[str, Any], allowed_env: frozenset[str
     elif uses_signing_key:
         problems.append("only auth may reference the signing key")
 
-    # The CPU count Python sees in a container is the node's, so the manifest says it:
-    # one worker per CPU of the limit, and a pod never offered more than it serves at once.
+    # The CPU count Python sees in a container is the node's, so the manifest says it: one
+    # gevent worker per CPU of the limit, or for auth one hashing thread per CPU (bcrypt
+    # releases the GIL; docs/capacity.md), and a pod never offered more than it serves at once.
     cpu_limit = resources.get("limits", {}).get("cpu")
     workers = env.get("WORKERS", {}).get("value")
-    if cpu_limit is not None:
-        expected_workers = max(1, math.floor(cpu_cores(cpu_limit)))
-        if workers is None or int(workers) != expected_workers:
-            problems.append(f"WORKERS must be {expected_workers}, one per CPU of the limit ({cpu_limit})")
     threads = env.get("THREADS", {}).get("value")
+    if cpu_limit is not None:
+        cpus = max(1, math.floor(cpu_cores(cpu_limit)))
+        if function == "auth":
+            if workers is None or threads is None or int(workers) * int(threads) != cpus:
+                problems.append(f"WORKERS x THREADS must be {cpus}, one hashing thread per CPU of the limit ({cpu_limit})")
+        elif workers is None or int(workers) != cpus:
+            problems.append(f"WORKERS must be {cpus}, one per CPU of the limit ({cpu_limit})")
     if concurrency and workers is not None and threads is not None and concurrency != int(workers) * int(threads):
         problems.append(f"containerConcurrency ({concurrency}) must equal WORKERS x THREADS ({workers} x {threads})")
     return problems
@@ -443,9 +447,9 @@ BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         lambda s: annotations_of(s).update({"autoscaling.knative.dev/target": "8"}),
         "above containerConcurrency",
     ),
-    "more workers than CPUs": (
+    "more hashing threads than CPUs": (
         lambda s: next(e for e in container_of(s)["env"] if e["name"] == "WORKERS").update({"value": "8"}),
-        "WORKERS must be 2",
+        "WORKERS x THREADS must be 2",
     ),
     "signing key in another function": (
         lambda s: s["metadata"].update({"name": "flashsale-stock"}),

@@ -115,7 +115,7 @@ def test_auth_scales_on_the_logins_in_flight_behind_a_hard_limit() -> None:
 
     notes = auth.annotations
     assert notes.metric == "concurrency"
-    assert notes.container_concurrency == 2  # 2 workers x 1 thread
+    assert notes.container_concurrency == 2  # 1 worker x 2 hashing threads
     assert notes.target == 2
     assert notes.target_burst_capacity == -1  # the activator queues logins for a free slot
     assert auth.demand_per_s == pytest.approx(10_000 / 300)  # 33.3 logins/s
