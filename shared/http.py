@@ -137,6 +137,7 @@ class _Shortcut:
     pattern: str
     armed: Callable[[], bool]
     check: Shortcut
+    final: bool = False
 
 
 @dataclass
@@ -244,7 +245,7 @@ class Router:
             observe(method, route, status, elapsed)
 
     # answers from memory, before the framework -------------------------
-    def shortcut(self, method: str, pattern: str, *, armed: Callable[[], bool]) -> Callable[[S], S]:
+    def shortcut(self, method: str, pattern: str, *, armed: Callable[[], bool], final: bool = False) -> Callable[[S], S]:
         """Register a check that may answer ``method pattern`` before functions-framework and Flask see the request.
 
         ``armed()`` says, without reading the request, whether the check can
@@ -254,11 +255,15 @@ class Router:
         :class:`Ready` or by raising a FlashsaleError (the route runs the same
         steps, so it is the route's own answer), and returns None to let the
         route decide as if no check had run.
+
+        ``final``: the check does the route's whole work, side effects
+        included (an order placed), so an unexpected error in it is answered
+        500 there and then, never handed to the route to run the work again.
         """
         regex = _compile(pattern)
 
         def register(check: S) -> S:
-            self._shortcuts.append(_Shortcut(method, regex, pattern, armed, check))
+            self._shortcuts.append(_Shortcut(method, regex, pattern, armed, check, final))
             return check
 
         return register
@@ -298,17 +303,25 @@ class Router:
             return None
         request = BareRequest(environ)
         code: str | None = None
+        rid: str | None = None
         try:
             ready = shortcut.check(request, **params)
         except FlashsaleError as error:
             self._failed(error)
             ready, code = _ready_problem(error), error.code
-        except Exception:
-            ready = None  # the route meets it again and answers it, logged, as it answers any failure
+        except Exception as exc:
+            if not shortcut.final:
+                ready = None  # the route meets it again and answers it, logged, as it answers any failure
+            else:
+                rid = request_id(request)
+                log.exception("unhandled error", extra={"request_id": rid, "function": self.function})
+                self._failed(exc)
+                unhandled = FlashsaleError("something went wrong on our side")
+                ready, code = _ready_problem(unhandled), unhandled.code
         if ready is None:
             environ["wsgi.input"] = io.BytesIO(body)  # the route reads the body afresh
             return None
-        rid = request_id(request)
+        rid = rid or request_id(request)
         start_response(ready.status_line, [*ready.headers, ("X-Request-Id", rid)])
         self._answered(request.method, shortcut.pattern, ready.status, code, time.perf_counter() - started, rid)
         return [ready.body]

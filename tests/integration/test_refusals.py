@@ -177,8 +177,9 @@ def test_a_losers_answer_is_ready_bytes_that_never_reach_flask(ctx: Context, min
     assert echoed.headers["X-Request-Id"] == "mine-1"
     assert dispatched == []  # answered before functions-framework and Flask
     assert counted._value.get() == before + 2  # and counted all the same
-    assert buy(client, winner, key="winner-key").status_code == 201  # a holder reaches the route
-    assert dispatched == ["/orders"]
+    replay = buy(client, winner, key="winner-key")  # a holder: verified, then their order back
+    assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert dispatched == []  # every press of Buy is answered before the framework, winners' too
     invalid = client.post("/orders", json={"sku": SKU, "quantity": 0}, headers={"Authorization": f"Bearer {loser}"})
     assert invalid.status_code == 400 and invalid.json["code"] == "invalid_request"  # the same check, the same answer
 
@@ -301,3 +302,20 @@ def test_the_press_rechecking_a_lapsed_memo_still_asks_the_gate(ctx: Context, mi
     answer, calls = press_while_slots_are_taken(ctx, buyer_id, lambda: None)
     assert isinstance(answer, PlacedOrder), answer
     assert "gate.admit" in calls
+
+
+def test_an_unexpected_failure_while_placing_is_answered_once_and_never_placed_again(ctx: Context, mint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The order shortcut does the route's whole work: handing a failure to the route would place the order twice."""
+    ctx.store.create_sale(SKU, 5, 5, None)
+    _, buyer = mint()
+    placed: list[str] = []
+    real_place = ctx.orders.place
+
+    def place_then_fail(*args: Any, **kwargs: Any) -> Any:
+        placed.append(real_place(*args, **kwargs).order.order_id)
+        raise RuntimeError("after the order was written")
+
+    monkeypatch.setattr(ctx.orders, "place", place_then_fail)
+    answer = buy(function_client("order"), buyer)
+    assert answer.status_code == 500 and answer.json["code"] == "internal" and answer.headers["X-Request-Id"]
+    assert len(placed) == 1 and ctx.store.sale_stats(SKU).sold == 1  # written once, not again by the route
