@@ -85,14 +85,14 @@ class Bench:
         drained = net.drain_timewait(self.config.timewait_below, min(deadline, self.config.timewait_deadline_s))
         return round(drained.waited_s, 1)
 
-    def crowd(self, sites: dict[str, Site], number: int) -> CrowdRound:
+    def crowd(self, sites: dict[str, Site], round_number: int) -> CrowdRound:
         c = self.config
         settings = sites["flashsale"].settings
-        sku = open_sale(settings, c.stock, 1, prefix=f"crowd{number}")
+        sku = open_sale(settings, c.stock, 1, prefix=f"crowd{round_number}")
         knobs = {"BUYERS": c.buyers, "START_DELAY": "3s"}
         # Buyers never seen before, in every round: a token verified in an earlier
         # round would be answered from the worker's cache, which a real crowd never is.
-        tokens, users = mint(settings, c.buyers, self.scratch, f"crowd{number}")
+        tokens, users = mint(settings, c.buyers, self.scratch, f"crowd{round_number}")
         crowd_sites = {name: replace(site, tokens=tokens, users=users) for name, site in sites.items()}
         waited: dict[str, float] = {}
         lag: dict[str, float | None] = {}
@@ -104,7 +104,7 @@ class Bench:
             scripts_before = redis_scripts_run(settings)
             with metered(sites[target].masters.get("order"), redis_port) as cpu[target]:
                 result, measured[target] = self.run(
-                    "flash-sale.js", crowd_sites[target].env(sku, **knobs), f"crowd-{number}-{target}", "crowd", None
+                    "flash-sale.js", crowd_sites[target].env(sku, **knobs), f"crowd-{round_number}-{target}", "crowd", None
                 )
             cpu[target].redis_scripts = redis_scripts_run(settings) - scripts_before
             self.last_crowd_ended = time.monotonic()
@@ -119,12 +119,12 @@ class Bench:
             **crowd_checks(stats, buyers=c.buyers, confirmed=real.statuses.get("201", 0), other_answers=sum(others.values())),
             "no timeouts": real.timeouts == 0,
         }
-        found = CrowdRound(measured["baseline"], real, number, checks, stats.to_public(), waited, lag, cpu)
+        found = CrowdRound(measured["baseline"], real, round_number, checks, stats.to_public(), waited, lag, cpu)
         self.results.crowd.append(found)
         self.sold_out_sku = self.sold_out_sku or sku
         verdict = "correct" if found.correct else "WRONG: " + ", ".join(name for name, ok in checks.items() if not ok)
         self.say(
-            f"crowd {number}/{c.crowd_rounds}",
+            f"crowd {round_number}/{c.crowd_rounds}",
             f"sold {stats.sold:,} ({verdict}); p99 baseline {number(found.baseline.p99_ms, ' ms')} flashsale "
             f"{number(real.p99_ms, ' ms')} ({number(found.p99_ratio, 'x')}); answered/s {number(found.rps_ratio, 'x')}; "
             f"no answer: baseline {found.baseline.connection_errors:,} conn + {found.baseline.timeouts} timeouts, "
