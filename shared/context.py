@@ -25,6 +25,7 @@ from shared.ordering import OrderDesk
 from shared.ratelimit import LoginLimiter
 from shared.redisconn import RedisConn
 from shared.sales_feed import SalesFeed
+from shared.serving import worker_plan
 from shared.settings import Settings, get_settings
 from shared.stock import StockCache
 from shared.store import Store, open_store
@@ -103,7 +104,8 @@ class Context:
         limiter = LoginLimiter(
             self.redis, s.login_rate_per_account, s.login_rate_per_address, s.login_rate_window_seconds, s.register_rate_per_address
         )
-        accounts = Accounts(self.store, self.signer, limiter, s.bcrypt_rounds, hashes_at_once=s.threads or 1)
+        # As many bcrypt hashes at once as the worker plan gives auth hashing threads (THREADS, else one per CPU).
+        accounts = Accounts(self.store, self.signer, limiter, s.bcrypt_rounds, hashes_at_once=worker_plan("auth", s).threads)
         if s.metrics:
             accounts.observe_login.append(metrics.observe_login)
             accounts.observe_hash.append(metrics.observe_password_hash)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from shared import context
 from shared.context import Context
+from shared.serving import worker_plan
 from tests import openapi
 from tests.clients import function_client
+from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +149,11 @@ def test_registrations_per_address_are_limited(tmp_path, redis_url, keys) -> Non
     assert codes == [201, 201, 429]
     assert ctx.store.get_user_by_email("u2@example.com") is None  # refused before any hashing or writing
     assert post(client, "/login", {"email": "u0@example.com", "password": "correct horse"}).status_code == 200
+
+
+def test_auth_hashes_as_many_passwords_at_once_as_its_worker_has_hashing_threads(ctx: Context, tmp_path, redis_url, keys) -> None:  # type: ignore[no-untyped-def]
+    # One auth worker with one hashing thread per CPU (THREADS unset): bcrypt releases the GIL, so they all run.
+    assert ctx.accounts.hashes_at_once == worker_plan("auth", ctx.settings).threads == len(os.sched_getaffinity(0))
+    three = context.reset(make_settings(tmp_path, redis_url, keys, THREADS="3"))
+    assert three.accounts.hashes_at_once == 3
+    three.store.close()
