@@ -135,7 +135,6 @@ class _Shortcut:
     method: str
     regex: re.Pattern[str]
     pattern: str
-    armed: Callable[[], bool]
     check: Shortcut
     final: bool = False
 
@@ -245,13 +244,10 @@ class Router:
             observe(method, route, status, elapsed)
 
     # answers from memory, before the framework -------------------------
-    def shortcut(self, method: str, pattern: str, *, armed: Callable[[], bool], final: bool = False) -> Callable[[S], S]:
+    def shortcut(self, method: str, pattern: str, *, final: bool = False) -> Callable[[S], S]:
         """Register a check that may answer ``method pattern`` before functions-framework and Flask see the request.
 
-        ``armed()`` says, without reading the request, whether the check can
-        answer anything now (for orders: a sold-out memo exists); when it is
-        false the request goes straight on. The check gets the request (its
-        body buffered) and the pattern's parameters; it answers by returning a
+        The check gets the request (its body buffered) and the pattern's parameters; it answers by returning a
         :class:`Ready` or by raising a FlashsaleError (the route runs the same
         steps, so it is the route's own answer), and returns None to let the
         route decide as if no check had run.
@@ -263,7 +259,7 @@ class Router:
         regex = _compile(pattern)
 
         def register(check: S) -> S:
-            self._shortcuts.append(_Shortcut(method, regex, pattern, armed, check, final))
+            self._shortcuts.append(_Shortcut(method, regex, pattern, check, final))
             return check
 
         return register
@@ -285,7 +281,7 @@ class Router:
             if not path.isascii():  # WSGI's latin-1 path: leave anything else to werkzeug's decoding
                 return app(environ, start_response)
             for shortcut in self._shortcuts:
-                if shortcut.method == method and (match := shortcut.regex.match(path)) and shortcut.armed():
+                if shortcut.method == method and (match := shortcut.regex.match(path)):
                     answer = self._shortcut(shortcut, match.groupdict(), environ, start_response)
                     if answer is not None:
                         return answer

@@ -43,15 +43,6 @@ class SoldOutMemos:
         self._rechecking: dict[str, float] = {}  # sku -> when the one re-check under way stops counting
         self._loading: set[str] = set()
 
-    def any(self) -> bool:
-        """Whether any sale's memo holds now (or is being re-checked): a check without a sku, to arm a shortcut.
-
-        A sale that sold out an hour ago must not make every press of today's
-        sale read its request twice (once in the shortcut, once in the route).
-        """
-        now = time.monotonic()
-        return any(memo.until > now for memo in self._memos.values()) or any(t > now for t in self._rechecking.values())
-
     def peek(self, sku: str) -> SoldOutMemo | None:
         """The memo if it holds, or if it lapsed while another request re-checks it; never starts a re-check."""
         memo = self._memos.get(sku)

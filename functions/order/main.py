@@ -1,7 +1,5 @@
 """place-order: sells a unit to a buyer with a valid token, first come first served."""
 
-import json
-
 import flask
 import functions_framework
 from flask import Request, Response
@@ -15,9 +13,6 @@ from shared.tokens import BearerToken, parse_bearer
 router = function_router("order", key="public_key")  # problem pages, readiness (the database and the key; Redis only reported), metrics
 
 
-READ_ORDER = "flashsale.order"  # the WSGI environ key the shortcut leaves its reading under, for the route
-
-
 def read_order(request: BareRequest) -> tuple[BearerToken, validation.OrderRequest, str | None]:
     """The order a request asks for, or SoldOut from memory for a buyer who holds none of a sold-out sale.
 
@@ -25,14 +20,11 @@ def read_order(request: BareRequest) -> tuple[BearerToken, validation.OrderReque
     signature check, the costliest step (docs/security.md).
     """
     ctx = context()
-    read: tuple[BearerToken, validation.OrderRequest, str | None] | None = request.environ.get(READ_ORDER)
-    if read is None:  # not read by the shortcut already
-        token = parse_bearer(request.headers.get("Authorization"))
-        wanted = validation.order_request(read_json(request, ctx.settings.max_body_bytes))
-        read = (token, wanted, validation.idempotency_key(request.headers.get("Idempotency-Key")))
-        request.environ[READ_ORDER] = read
-    ctx.orders.refuse_from_memory(read[1].sku, read[0].unverified_subject)
-    return read
+    token = parse_bearer(request.headers.get("Authorization"))
+    wanted = validation.order_request(read_json(request, ctx.settings.max_body_bytes))
+    key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
+    ctx.orders.refuse_from_memory(wanted.sku, token.unverified_subject)
+    return token, wanted, key
 
 
 def order_answer(request: BareRequest) -> Ready:
@@ -44,14 +36,14 @@ def order_answer(request: BareRequest) -> Ready:
     headers = {"Cache-Control": "no-store"}
     if placed.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Ready.json(json.dumps(placed.order.to_public(), separators=(",", ":")).encode(), 201, headers)
+    return Ready.of(json_response(placed.order.to_public(), 201, headers))
 
 
 # Every press, before functions-framework and Flask: in a crowd, thousands press before
 # their worker knows the sale is sold out, and the framework's dispatch cost each of them
 # about as much again as the order itself (docs/performance.md). final: the check places
 # the order, so an unexpected failure is answered 500 here, never run again by the route.
-@router.shortcut("POST", "/orders", armed=lambda: True, final=True)
+@router.shortcut("POST", "/orders", final=True)
 def order_before_the_framework(request: BareRequest) -> Ready:
     return order_answer(request)
 

@@ -18,7 +18,7 @@ def stock_answer(sku: str) -> Ready:
     return Ready.json(read.body, 200, {"Cache-Control": f"public, max-age={max(0, int(read.fresh_for))}"})
 
 
-@router.shortcut("GET", "/stock/<sku>", armed=lambda: True)
+@router.shortcut("GET", "/stock/<sku>")
 def stock_before_the_framework(request: BareRequest, sku: str) -> Ready:
     """Every read: the cached level as ready bytes, before functions-framework and Flask."""
     return stock_answer(sku)

@@ -62,14 +62,3 @@ def test_forget_ends_the_memo_and_begin_load_lets_one_loader_in(clock: Clock) ->
     assert not memos.begin_load("s")  # a fresh memo needs no load
     memos.forget("s")
     assert memos.peek("s") is None and memos.begin_load("s")
-
-
-def test_the_shortcut_is_armed_only_while_some_memo_holds(clock: Clock) -> None:
-    memos = SoldOutMemos(1.0)
-    assert not memos.any()
-    memos.remember("yesterday", frozenset())
-    assert memos.any()
-    clock.now += 1.5  # lapsed and nobody pressing on it: today's sale must not pay for it
-    assert not memos.any()
-    assert memos.get("yesterday") == (None, True)
-    assert memos.any()  # being re-checked: its presses may be answered from memory again
