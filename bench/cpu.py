@@ -57,14 +57,15 @@ class CpuUse:
         return cls(**data)
 
 
-def process_seconds(pid: int, *, kernel_only: bool = False) -> float:
-    """utime + stime of ``pid``, or stime alone (0 once it is gone)."""
+def process_seconds(pid: int) -> tuple[float, float]:
+    """(utime + stime, stime) of ``pid``: all its CPU and the kernel's share of it ((0, 0) once it is gone)."""
     try:
         fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return 0.0
+        return 0.0, 0.0
     # After the command's closing parenthesis: field 3 (state) is fields[0], so utime (14) and stime (15) are [11] and [12].
-    return (int(fields[12]) if kernel_only else int(fields[11]) + int(fields[12])) / TICKS
+    user, kernel = int(fields[11]) / TICKS, int(fields[12]) / TICKS
+    return user + kernel, kernel
 
 
 def children(pid: int) -> list[int]:
@@ -101,8 +102,7 @@ def redis_pids(port: int) -> list[int]:
 @dataclass
 class _Snapshot:
     at: float
-    groups: dict[int, float] = field(default_factory=dict)  # pid -> seconds
-    kernel: dict[int, float] = field(default_factory=dict)  # pid -> seconds in the kernel (system calls, the network stack)
+    groups: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> (seconds, of which in the kernel)
     k6: float = 0.0
     machine: float = 0.0
 
@@ -112,7 +112,6 @@ def _snapshot(pids: list[int]) -> _Snapshot:
     return _Snapshot(
         time.monotonic(),
         {pid: process_seconds(pid) for pid in pids},
-        {pid: process_seconds(pid, kernel_only=True) for pid in pids},
         usage.ru_utime + usage.ru_stime,
         machine_busy_seconds(),
     )
@@ -132,13 +131,14 @@ def metered(master: int | None, redis_port: int | None) -> Iterator[CpuUse]:
     yield use
     after = _snapshot(workers + redis)
 
-    def spent(pids: list[int]) -> float:
+    def spent(pids: list[int], kernel: bool = False) -> float:
         # A process that ended inside the block reads 0 after: count what it had before as nothing more.
-        return sum(max(0.0, after.groups.get(pid, 0.0) - before.groups.get(pid, 0.0)) for pid in pids)
+        part = 1 if kernel else 0
+        return sum(max(0.0, after.groups.get(pid, (0.0, 0.0))[part] - before.groups.get(pid, (0.0, 0.0))[part]) for pid in pids)
 
     use.wall_s = round(after.at - before.at, 3)
     use.workers_s = round(spent(workers), 3)
-    use.workers_kernel_s = round(sum(max(0.0, after.kernel.get(pid, 0.0) - before.kernel.get(pid, 0.0)) for pid in workers), 3)
+    use.workers_kernel_s = round(spent(workers, kernel=True), 3)
     use.redis_s = round(spent(redis), 3)
     use.k6_s = round(after.k6 - before.k6, 3)
     use.machine_s = round(after.machine - before.machine, 3)

@@ -165,8 +165,8 @@ class Stack:
         stop_groups([self.processes.pop(function) for function in list(self.processes)], timeout)
 
 
-def stop_groups(processes: Iterable[subprocess.Popen[bytes] | None], timeout: float) -> None:
-    """SIGTERM every process group at once, wait for all against one deadline, then SIGKILL the groups still there.
+def stop_groups(processes: Iterable[subprocess.Popen[bytes] | None], timeout: float, sig: int = signal.SIGTERM) -> None:
+    """Signal (SIGTERM) every process group at once, wait for all against one deadline, then SIGKILL the groups still there.
 
     Each process was started in its own session, so its group holds its
     children too (gunicorn's workers, which a gunicorn master waits for
@@ -174,7 +174,7 @@ def stop_groups(processes: Iterable[subprocess.Popen[bytes] | None], timeout: fl
     """
     running = [p for p in processes if p is not None and p.poll() is None]
     for process in running:
-        _signal_group(process, signal.SIGTERM)
+        _signal_group(process, sig)
     deadline = time.monotonic() + timeout
     for process in running:
         try:
@@ -194,16 +194,7 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
 
 def stop_group(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
     """Signal a process started in its own session and all its children (gunicorn's workers); SIGKILL after 15 s."""
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, sig)
-        process.wait(15)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    stop_groups([process], 15, sig)
 
 
 def ensure_keys(directory: Path) -> tuple[Path, Path]:
