@@ -472,7 +472,7 @@ def test_dockerignore_is_read_as_docker_reads_it() -> None:
     ignore = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert not dockerignore_excludes("shared/gate.py", ignore)
     assert not dockerignore_excludes("requirements.txt", ignore)
-    assert dockerignore_excludes("ops/plan.py", ignore)  # the operator's tool never goes into an image
+    assert dockerignore_excludes("ops/plan/__init__.py", ignore)  # the operator's tool never goes into an image
     assert dockerignore_excludes("shared/__pycache__/gate.cpython-311.pyc", ignore)
     assert dockerignore_excludes("tests/conftest.py", ignore)
     assert dockerignore_excludes("bench/reference/figures.json", ignore)
