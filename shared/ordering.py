@@ -22,10 +22,12 @@ from shared.redisconn import RedisDown
 from shared.soldout import SoldOutMemo, SoldOutMemos
 from shared.stock import StockCache
 from shared.store.base import Store
+from shared.ttlcache import TTLCache
 
 log = logging.getLogger(__name__)
 
 SALE_CACHE_SECONDS = 1.0
+SALES_HELD = 10_000  # unknown skus from a client must not grow memory forever
 # Presses of one worker asking the gate at once. Fewer than the Redis pool's
 # connections (redisconn.MAX_CONNECTIONS), so in a crowd the presses wait here,
 # where each looks at the sold-out memo again once its turn comes, rather than
@@ -60,9 +62,8 @@ class OrderDesk:
         self.stock = stock
         self.emitter = emitter
         self.memos = SoldOutMemos(sold_out_memo_seconds)
-        self._sales: dict[str, tuple[float, Sale | None]] = {}
+        self._sales: TTLCache[str, Sale | None] = TTLCache(SALES_HELD, clock=time.monotonic)  # None: no sale for that sku
         self._reading: dict[str, threading.Event] = {}  # skus one request is reading from the database now
-        self._lock = threading.Lock()
         self._gate_slots = threading.BoundedSemaphore(GATE_SLOTS)  # gevent's, once threading is patched
         self.observers: list[Callable[[str, str], None]] = []  # (sku, outcome) for metrics
         self.on_store_error: list[Callable[[Exception], None]] = []
@@ -76,7 +77,7 @@ class OrderDesk:
         thread, and the winners' writes waited behind them. Once a sale was
         read, a lapsed copy answers while one request reads it again.
         """
-        cached = self._sales.get(sku)
+        cached = self._sales.entries.get(sku)
         if cached is not None and (cached[0] > time.monotonic() or sku in self._reading):
             return self._known(sku, cached[1])
         reading = self._reading.get(sku)
@@ -86,10 +87,7 @@ class OrderDesk:
         self._reading[sku] = done = threading.Event()
         try:
             sale = self.store.get_sale(sku)
-            with self._lock:
-                if len(self._sales) > 10_000:  # unknown skus from a client must not grow memory forever
-                    self._sales.clear()
-                self._sales[sku] = (time.monotonic() + SALE_CACHE_SECONDS, sale)
+            self._sales.set(sku, sale, SALE_CACHE_SECONDS)
         finally:
             del self._reading[sku]
             done.set()

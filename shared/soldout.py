@@ -22,12 +22,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from shared.ttlcache import TTLCache
+
 RECHECK_SECONDS = 10.0
+MEMOS_HELD = 10_000  # skus are real sales only, but memory stays bounded regardless
 
 
 @dataclass(frozen=True)
 class SoldOutMemo:
-    until: float  # time.monotonic() after which it lapses
     holders: frozenset[str]
     from_database: bool = False  # the database's buyers are among the holders, not only the gate's
 
@@ -39,18 +41,19 @@ class SoldOutMemo:
 class SoldOutMemos:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._memos: dict[str, SoldOutMemo] = {}
+        # Lapsed memos stay: last() and the others' answers during a re-check read them.
+        self._memos: TTLCache[str, SoldOutMemo] = TTLCache(MEMOS_HELD, clock=time.monotonic)
         self._rechecking: dict[str, float] = {}  # sku -> when the one re-check under way stops counting
         self._loading: set[str] = set()
 
     def peek(self, sku: str) -> SoldOutMemo | None:
         """The memo if it holds, or if it lapsed while another request re-checks it; never starts a re-check."""
-        memo = self._memos.get(sku)
-        if memo is None:
+        entry = self._memos.entries.get(sku)
+        if entry is None:
             return None
         now = time.monotonic()
-        if memo.until > now or self._rechecking.get(sku, 0.0) > now:
-            return memo
+        if entry[0] > now or self._rechecking.get(sku, 0.0) > now:
+            return entry[1]
         return None
 
     def get(self, sku: str) -> tuple[SoldOutMemo | None, bool]:
@@ -59,30 +62,29 @@ class SoldOutMemos:
         The caller ends its re-check with :meth:`remember`, :meth:`forget` or :meth:`end_recheck`.
         """
         memo = self.peek(sku)
-        if memo is not None or sku not in self._memos:
+        if memo is not None or sku not in self._memos.entries:
             return memo, False
         self._rechecking[sku] = time.monotonic() + max(self.seconds, RECHECK_SECONDS)
         return None, True
 
     def last(self, sku: str) -> SoldOutMemo | None:
         """The memo last remembered for ``sku``, lapsed or not."""
-        return self._memos.get(sku)
+        entry = self._memos.entries.get(sku)
+        return None if entry is None else entry[1]
 
     def end_recheck(self, sku: str) -> None:
         self._rechecking.pop(sku, None)
 
     def begin_load(self, sku: str) -> bool:
         """Whether the caller should load the holders: no fresh memo, and no other request loading it."""
-        memo = self._memos.get(sku)
-        if (memo is not None and memo.until > time.monotonic() and sku not in self._rechecking) or sku in self._loading:
+        entry = self._memos.entries.get(sku)
+        if (entry is not None and entry[0] > time.monotonic() and sku not in self._rechecking) or sku in self._loading:
             return False
         self._loading.add(sku)
         return True
 
     def remember(self, sku: str, holders: frozenset[str], *, from_database: bool = False) -> None:
-        if len(self._memos) > 10_000:  # skus are real sales only, but memory stays bounded regardless
-            self._memos.clear()
-        self._memos[sku] = SoldOutMemo(time.monotonic() + self.seconds, holders, from_database)
+        self._memos.set(sku, SoldOutMemo(holders, from_database), self.seconds)
         self._rechecking.pop(sku, None)
         self._loading.discard(sku)
 
@@ -91,5 +93,5 @@ class SoldOutMemos:
 
     def forget(self, sku: str) -> None:
         """Units came back (the gate admitted someone): no memory of a sell-out."""
-        self._memos.pop(sku, None)
+        self._memos.discard(sku)
         self._rechecking.pop(sku, None)

@@ -9,7 +9,6 @@ available" answer is never older than one TTL, however many layers it passed.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,9 @@ from shared.errors import UnknownSku
 from shared.models import StockLevel
 from shared.redisconn import RedisConn, RedisDown
 from shared.store.base import Store
+from shared.ttlcache import TTLCache
+
+LOCAL_SKUS = 10_000  # skus a client made up must not grow memory forever
 
 
 def stock_key(sku: str) -> str:
@@ -33,16 +35,15 @@ class StockRead:
     body: bytes  # the level as the JSON answer, encoded once per cached level, not once per read
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Cached:
-    expires: float  # time.monotonic()
     level: StockLevel | None
     body: bytes
 
     @classmethod
-    def of(cls, level: StockLevel | None, seconds: float) -> _Cached:
+    def of(cls, level: StockLevel | None) -> _Cached:
         body = json.dumps(level.to_public(), separators=(",", ":")).encode() if level else b""
-        return cls(time.monotonic() + seconds, level, body)
+        return cls(level, body)
 
 
 class StockCache:
@@ -50,8 +51,7 @@ class StockCache:
         self.store = store
         self.redis = redis
         self.ttl = ttl_seconds
-        self._local: dict[str, _Cached] = {}
-        self._lock = threading.Lock()
+        self._local: TTLCache[str, _Cached] = TTLCache(LOCAL_SKUS, clock=time.monotonic)  # the clock _read compares with
         self.observers: list[Callable[[str], None]] = []  # the source of each answer, for metrics
 
     def read(self, sku: str) -> StockRead:
@@ -61,10 +61,11 @@ class StockCache:
         return answer
 
     def _read(self, sku: str) -> StockRead:
+        entry = self._local.entries.get(sku)
         now = time.monotonic()
-        cached = self._local.get(sku)
-        if cached is not None and cached.expires > now:
-            return StockRead(self._known(sku, cached.level), "local", cached.expires - now, cached.body)
+        if entry is not None and entry[0] > now:
+            lapses_at, cached = entry
+            return StockRead(self._known(sku, cached.level), "local", lapses_at - now, cached.body)
 
         def get_with_ttl(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -98,19 +99,15 @@ class StockCache:
         self.put(sku, StockLevel(sku, total, 0))
 
     def forget(self, sku: str) -> None:
-        with self._lock:
-            self._local.pop(sku, None)
+        self._local.discard(sku)
         try:
             self.redis.call(lambda c: c.delete(stock_key(sku)))
         except RedisDown:
             pass
 
     def _remember(self, sku: str, level: StockLevel | None, seconds: float) -> _Cached:
-        cached = _Cached.of(level, seconds)
-        with self._lock:
-            if len(self._local) > 10_000:  # skus a client made up must not grow memory forever
-                self._local.clear()
-            self._local[sku] = cached
+        cached = _Cached.of(level)
+        self._local.set(sku, cached, seconds)
         return cached
 
     @staticmethod

@@ -31,6 +31,7 @@ from nacl.signing import VerifyKey
 
 from shared.errors import Unauthorized
 from shared.settings import Settings
+from shared.ttlcache import TTLCache
 
 VERIFIED_CACHE_SIZE = 20_000
 ALGORITHM = "EdDSA"  # the only algorithm accepted: no "none", no HS256 key confusion
@@ -190,7 +191,8 @@ def _checked_claims(payload: dict[str, Any], issuer: str, audience: str, now: fl
 class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._verified: dict[str, Claims] = {}
+        # On the wall clock, as exp is: a token is never answered from here past its own exp.
+        self._verified: TTLCache[str, Claims] = TTLCache(VERIFIED_CACHE_SIZE, clock=time.time)
 
     @cached_property
     def public_key(self) -> Ed25519PublicKey:
@@ -254,24 +256,19 @@ class TokenVerifier:
         kept (keyed by the whole token, so a tampered one never matches), and
         the expiry is checked on every hit.
         """
-        return self._remembered(token.raw) or self._remember(token.raw, self.check(token))
+        return self._verified.get(token.raw) or self._remember(token.raw, self.check(token))
 
     def verify_cached(self, token: str) -> Claims:
         """``verify_token`` on a raw token; a remembered one is not even parsed."""
-        return self._remembered(token) or self._remember(token, self.check(parse_token(token)))
+        return self._verified.get(token) or self._remember(token, self.check(parse_token(token)))
 
     def from_header(self, authorization: str | None) -> Claims:
         """``parse_bearer`` then ``verify_token``."""
         return self.verify_token(parse_bearer(authorization))
 
-    def _remembered(self, raw: str) -> Claims | None:
-        cached = self._verified.get(raw)
-        return cached if cached is not None and cached.expires_at > time.time() else None
-
     def _remember(self, raw: str, claims: Claims) -> Claims:
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.clear()  # bounded: a flood of distinct tokens costs a re-verify, never memory
-        self._verified[raw] = claims
+        # Bounded: a flood of distinct tokens costs a re-verify, never memory.
+        self._verified.set_until(raw, claims, claims.expires_at)
         return claims
 
 

@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from shared.errors import (
     EmailTaken,
@@ -224,6 +223,7 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.row_factory = sqlite3.Row  # columns read by name: a column added or moved in a SELECT shifts nothing
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -242,7 +242,7 @@ class SqliteStore:
 
     def _has_column(self, table: str, column: str) -> bool:
         with self._errors(), self._lock:
-            return any(row[1] == column for row in self._connection().execute(f"PRAGMA table_info({table})"))
+            return any(row["name"] == column for row in self._connection().execute(f"PRAGMA table_info({table})"))
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -312,8 +312,12 @@ class SqliteStore:
                     chunk,
                 ).fetchall()
                 for row in rows:
-                    found[row[1]] = User(row[0], row[1], bytes(row[2]), _dt(row[3]) or utcnow())
+                    found[row["email"]] = self._user(row)
         return [found[email] for email in wanted]
+
+    @staticmethod
+    def _user(row: sqlite3.Row) -> User:
+        return User(row["user_id"], row["email"], bytes(row["password_hash"]), _dt(row["created_at"]) or utcnow())
 
     def get_user_by_email(self, email: str) -> User | None:
         with self._errors(), self._lock:
@@ -322,7 +326,7 @@ class SqliteStore:
                 .execute("SELECT user_id, email, password_hash, created_at FROM users WHERE email = ?", (email,))
                 .fetchone()
             )
-        return None if row is None else User(row[0], row[1], bytes(row[2]), _dt(row[3]) or utcnow())
+        return None if row is None else self._user(row)
 
     # sales ------------------------------------------------------------
     def create_sale(self, sku: str, total: int, per_user_limit: int, starts_at: datetime | None) -> Sale:
@@ -340,8 +344,8 @@ class SqliteStore:
         return Sale(sku, total, per_user_limit, starts_at)
 
     @staticmethod
-    def _sale_row(conn: sqlite3.Connection, sku: str) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = conn.execute(
+    def _sale_row(conn: sqlite3.Connection, sku: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = conn.execute(
             "SELECT sku, total, per_user_limit, starts_at, version, issued FROM sales WHERE sku = ?", (sku,)
         ).fetchone()
         return row
@@ -349,7 +353,7 @@ class SqliteStore:
     def get_sale(self, sku: str) -> Sale | None:
         with self._errors(), self._lock:
             row = self._sale_row(self._connection(), sku)
-        return None if row is None else Sale(row[0], row[1], row[2], _dt(row[3]), row[4])
+        return None if row is None else Sale(row["sku"], row["total"], row["per_user_limit"], _dt(row["starts_at"]), row["version"])
 
     def update_sale(
         self,
@@ -369,58 +373,61 @@ class SqliteStore:
             row = self._sale_row(conn, sku)
             if row is None:
                 raise UnknownSku(f"no sale for sku {sku!r}")
-            if expected_version is not None and row[4] != expected_version:
-                raise SaleChanged(f"sale {sku!r} is at version {row[4]}, not {expected_version}: read it again")
-            new_total = row[1] if total is None else total
-            if new_total < row[5] - self._free_count(conn, sku):
+            version, issued = row["version"], row["issued"]
+            if expected_version is not None and version != expected_version:
+                raise SaleChanged(f"sale {sku!r} is at version {version}, not {expected_version}: read it again")
+            new_total = row["total"] if total is None else total
+            if new_total < issued - self._free_count(conn, sku):
                 raise InvalidRequest(f"total {new_total} is below the units already sold")
-            if new_total < row[5]:
+            if new_total < issued:
                 raise InvalidRequest("cannot shrink below tickets already issued; reconcile first")
-            new_limit = row[2] if per_user_limit is None else per_user_limit
-            new_start = None if clear_start else (_dt(row[3]) if starts_at is None else starts_at)
+            new_limit = row["per_user_limit"] if per_user_limit is None else per_user_limit
+            new_start = None if clear_start else (_dt(row["starts_at"]) if starts_at is None else starts_at)
             conn.execute(
                 "UPDATE sales SET total = ?, per_user_limit = ?, starts_at = ?, version = version + 1 WHERE sku = ? AND version = ?",
-                (new_total, new_limit, _ts(new_start), sku, row[4]),
+                (new_total, new_limit, _ts(new_start), sku, version),
             )
-            return Sale(sku, new_total, new_limit, new_start, row[4] + 1)
+            return Sale(sku, new_total, new_limit, new_start, version + 1)
 
     @staticmethod
     def _free_count(conn: sqlite3.Connection, sku: str) -> int:
-        count: int = conn.execute("SELECT COUNT(*) FROM free_tickets WHERE sku = ?", (sku,)).fetchone()[0]
+        count: int = conn.execute("SELECT COUNT(*) AS free FROM free_tickets WHERE sku = ?", (sku,)).fetchone()["free"]
         return count
 
     def stock_level(self, sku: str) -> StockLevel | None:
         with self._errors(), self._lock:
             conn = self._connection()
             row = conn.execute(
-                "SELECT total, issued, (SELECT COUNT(*) FROM free_tickets f WHERE f.sku = s.sku) FROM sales s WHERE sku = ?",
+                "SELECT total, issued, (SELECT COUNT(*) FROM free_tickets f WHERE f.sku = s.sku) AS free FROM sales s WHERE sku = ?",
                 (sku,),
             ).fetchone()
         if row is None:
             return None
-        return StockLevel(sku, row[0], max(0, row[0] - row[1] + row[2]))
+        return StockLevel(sku, row["total"], max(0, row["total"] - row["issued"] + row["free"]))
 
     # orders -----------------------------------------------------------
     @classmethod
-    def _order(cls, conn: sqlite3.Connection, row: tuple[Any, ...]) -> Order:
-        held = tuple(t for (t,) in conn.execute("SELECT ticket FROM order_tickets WHERE order_id = ? ORDER BY ticket", (row[0],)))
+    def _order(cls, conn: sqlite3.Connection, row: sqlite3.Row) -> Order:
+        held = tuple(
+            t["ticket"] for t in conn.execute("SELECT ticket FROM order_tickets WHERE order_id = ? ORDER BY ticket", (row["order_id"],))
+        )
         return cls._order_holding(row, held)
 
     @staticmethod
-    def _order_holding(row: tuple[Any, ...], held: tuple[int, ...]) -> Order:
+    def _order_holding(row: sqlite3.Row, held: tuple[int, ...]) -> Order:
         """An order from its row and the tickets it holds (sorted)."""
         # A cancelled order holds none but keeps the tickets it had in its history.
-        tickets = held or tuple(int(t) for t in (row[8] or "").split(",") if t)
+        tickets = held or tuple(int(t) for t in (row["cancelled_tickets"] or "").split(",") if t)
         return Order(
-            order_id=row[0],
-            sku=row[1],
-            user_id=row[2],
-            quantity=row[3],
+            order_id=row["order_id"],
+            sku=row["sku"],
+            user_id=row["user_id"],
+            quantity=row["quantity"],
             tickets=tickets,
-            status=row[4],
-            idempotency_key=row[5],
-            request_hash=row[6],
-            created_at=_dt(row[7]) or utcnow(),
+            status=row["status"],
+            idempotency_key=row["idempotency_key"],
+            request_hash=row["request_hash"],
+            created_at=_dt(row["created_at"]) or utcnow(),
         )
 
     _ORDER_COLUMNS = "order_id, sku, user_id, quantity, status, idempotency_key, request_hash, created_at, cancelled_tickets"
@@ -493,7 +500,7 @@ class SqliteStore:
             sale = self._sale_row(conn, sku)
             if sale is None:
                 continue
-            total, per_user_limit, issued = sale[1], sale[2], sale[5]
+            total, per_user_limit, issued = sale["total"], sale["per_user_limit"], sale["issued"]
             # No order takes more than the limit, so the batch never needs more returned tickets than this.
             most = sum(min(request.quantity, per_user_limit) for request in wanted if request.sku == sku)
             stock[sku] = _Stock(total, per_user_limit, issued, self._lowest_free(conn, sku, most))
@@ -503,7 +510,9 @@ class SqliteStore:
 
     @staticmethod
     def _lowest_free(conn: sqlite3.Connection, sku: str, count: int) -> list[int]:
-        return [t for (t,) in conn.execute("SELECT ticket FROM free_tickets WHERE sku = ? ORDER BY ticket LIMIT ?", (sku, count))]
+        return [
+            row["ticket"] for row in conn.execute("SELECT ticket FROM free_tickets WHERE sku = ? ORDER BY ticket LIMIT ?", (sku, count))
+        ]
 
     _PAIRS_AT_ONCE = 400  # well under SQLite's limit of bound parameters
 
@@ -528,24 +537,24 @@ class SqliteStore:
                 " SELECT b.sku, b.user_id, b.units FROM wanted w CROSS JOIN buyers b ON b.sku = w.sku AND b.user_id = w.user_id",
                 parameters,
             )
-            held.update(((sku, user_id), units) for sku, user_id, units in rows)
+            held.update(((row["sku"], row["user_id"]), row["units"]) for row in rows)
         return held
 
     def _orders_by_key(self, conn: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], Order]:
         """The orders earlier requests bought with these (buyer, key) pairs, each with its tickets in the same query."""
         found: dict[tuple[str, str], Order] = {}
-        columns = ", ".join(f"o.{column}" for column in self._ORDER_COLUMNS.split(", "))
+        columns = ", ".join(f"o.{column} AS {column}" for column in self._ORDER_COLUMNS.split(", "))
         for values, parameters in self._pairs(pairs):
             rows = conn.execute(
                 f"WITH wanted (user_id, idempotency_key) AS (VALUES {values})"
-                f" SELECT {columns}, (SELECT group_concat(t.ticket) FROM order_tickets t WHERE t.order_id = o.order_id)"
+                f" SELECT {columns}, (SELECT group_concat(t.ticket) FROM order_tickets t WHERE t.order_id = o.order_id) AS held"
                 " FROM wanted w CROSS JOIN orders o ON o.user_id = w.user_id AND o.idempotency_key = w.idempotency_key",
                 parameters,
             )
             for row in rows:
-                held = tuple(sorted(int(t) for t in (row[9] or "").split(",") if t))
+                held = tuple(sorted(int(t) for t in (row["held"] or "").split(",") if t))
                 order = self._order_holding(row, held)
-                found[(order.user_id, row[5])] = order
+                found[(order.user_id, row["idempotency_key"])] = order
         return found
 
     @staticmethod
@@ -608,13 +617,13 @@ class SqliteStore:
         sale = self._sale_row(conn, sku)
         if sale is None:
             raise UnknownSku(f"no sale for sku {sku!r}")
-        total, per_user_limit, issued = sale[1], sale[2], sale[5]
+        total, per_user_limit, issued = sale["total"], sale["per_user_limit"], sale["issued"]
         held = conn.execute("SELECT units FROM buyers WHERE sku = ? AND user_id = ?", (sku, user_id)).fetchone()
-        units = 0 if held is None else held[0]
+        units = 0 if held is None else held["units"]
         if units + quantity > per_user_limit:
             raise LimitReached(f"this sale allows {per_user_limit} per buyer")
         # The lowest returned tickets first, then fresh ones: first come, first served.
-        returned = [t for (t,) in conn.execute("SELECT ticket FROM free_tickets WHERE sku = ? ORDER BY ticket LIMIT ?", (sku, quantity))]
+        returned = self._lowest_free(conn, sku, quantity)
         fresh = quantity - len(returned)
         if issued + fresh > total:
             raise SoldOut()
@@ -669,9 +678,9 @@ class SqliteStore:
     def buyer_units(self, sku: str) -> dict[str, int]:
         with self._errors(), self._lock:
             rows = self._connection().execute(
-                "SELECT user_id, SUM(quantity) FROM orders WHERE sku = ? AND status = 'confirmed' GROUP BY user_id", (sku,)
+                "SELECT user_id, SUM(quantity) AS units FROM orders WHERE sku = ? AND status = 'confirmed' GROUP BY user_id", (sku,)
             )
-            return {user_id: int(units) for user_id, units in rows}
+            return {row["user_id"]: int(row["units"]) for row in rows}
 
     def sale_stats(self, sku: str) -> SaleStats:
         with self._errors(), self._transaction(write=False) as conn:
@@ -681,38 +690,41 @@ class SqliteStore:
         sale = self._sale_row(conn, sku)
         if sale is None:
             raise UnknownSku(f"no sale for sku {sku!r}")
-        total, per_user_limit, issued = sale[1], sale[2], sale[5]
-        sold, orders, buyers = conn.execute(
-            "SELECT COALESCE(SUM(quantity), 0), COUNT(*), COUNT(DISTINCT user_id) FROM orders WHERE sku = ? AND status = 'confirmed'",
+        total, per_user_limit, issued = sale["total"], sale["per_user_limit"], sale["issued"]
+        confirmed = conn.execute(
+            "SELECT COALESCE(SUM(quantity), 0) AS sold, COUNT(*) AS orders, COUNT(DISTINCT user_id) AS buyers"
+            " FROM orders WHERE sku = ? AND status = 'confirmed'",
             (sku,),
         ).fetchone()
+        sold = confirmed["sold"]
         max_units = conn.execute(
-            "SELECT COALESCE(MAX(u), 0) FROM"
+            "SELECT COALESCE(MAX(u), 0) AS max_units FROM"
             " (SELECT SUM(quantity) AS u FROM orders WHERE sku = ? AND status = 'confirmed' GROUP BY user_id)",
             (sku,),
-        ).fetchone()[0]
+        ).fetchone()["max_units"]
         held = conn.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT t.ticket), COALESCE(SUM(t.ticket < 1 OR t.ticket > ?), 0),"
-            " COALESCE(SUM(o.status IS NOT 'confirmed'), 0)"
+            "SELECT COUNT(*) AS tickets, COUNT(DISTINCT t.ticket) AS distinct_tickets,"
+            " COALESCE(SUM(t.ticket < 1 OR t.ticket > ?), 0) AS out_of_range,"
+            " COALESCE(SUM(o.status IS NOT 'confirmed'), 0) AS without_order"
             " FROM order_tickets t LEFT JOIN orders o ON o.order_id = t.order_id WHERE t.sku = ?",
             (total, sku),
         ).fetchone()
         problems: list[str] = []
-        if held[0] != sold:
-            problems.append(f"confirmed orders hold {sold} units but {held[0]} tickets are recorded")
+        if held["tickets"] != sold:
+            problems.append(f"confirmed orders hold {sold} units but {held['tickets']} tickets are recorded")
         return SaleStats(
             sku=sku,
             total=total,
             per_user_limit=per_user_limit,
             sold=int(sold),
-            orders=int(orders),
-            buyers=int(buyers),
+            orders=int(confirmed["orders"]),
+            buyers=int(confirmed["buyers"]),
             max_units_per_buyer=int(max_units),
             issued=int(issued),
             free=self._free_count(conn, sku),
-            duplicate_tickets=int(held[0] - held[1]),
-            tickets_out_of_range=int(held[2]),
-            tickets_without_order=int(held[3]),
+            duplicate_tickets=int(held["tickets"] - held["distinct_tickets"]),
+            tickets_out_of_range=int(held["out_of_range"]),
+            tickets_without_order=int(held["without_order"]),
             problems=tuple(problems),
         )
 
@@ -721,14 +733,14 @@ class SqliteStore:
             sale = self._sale_row(conn, sku)
             if sale is None:
                 raise UnknownSku(f"no sale for sku {sku!r}")
-            held = {t for (t,) in conn.execute("SELECT ticket FROM order_tickets WHERE sku = ?", (sku,))}
-            free = {t for (t,) in conn.execute("SELECT ticket FROM free_tickets WHERE sku = ?", (sku,))}
-            orphans = orphaned_tickets(int(sale[5]), held, free)
-            counted = dict(conn.execute("SELECT user_id, units FROM buyers WHERE sku = ?", (sku,)).fetchall())
+            held = {row["ticket"] for row in conn.execute("SELECT ticket FROM order_tickets WHERE sku = ?", (sku,))}
+            free = {row["ticket"] for row in conn.execute("SELECT ticket FROM free_tickets WHERE sku = ?", (sku,))}
+            orphans = orphaned_tickets(int(sale["issued"]), held, free)
+            counted = {row["user_id"]: row["units"] for row in conn.execute("SELECT user_id, units FROM buyers WHERE sku = ?", (sku,))}
             confirmed = {
-                u: int(n)
-                for u, n in conn.execute(
-                    "SELECT user_id, SUM(quantity) FROM orders WHERE sku = ? AND status = 'confirmed' GROUP BY user_id", (sku,)
+                row["user_id"]: int(row["units"])
+                for row in conn.execute(
+                    "SELECT user_id, SUM(quantity) AS units FROM orders WHERE sku = ? AND status = 'confirmed' GROUP BY user_id", (sku,)
                 )
             }
         return orphans, excess_units(counted, confirmed)
@@ -737,7 +749,7 @@ class SqliteStore:
         orphans, excess = lasting_leaks(lambda: self._leaks(sku), grace_seconds)
         with self._errors(), self._transaction() as conn:
             # Re-check inside the write lock: only tickets still unheld go back.
-            held = {t for (t,) in conn.execute("SELECT ticket FROM order_tickets WHERE sku = ?", (sku,))}
+            held = {row["ticket"] for row in conn.execute("SELECT ticket FROM order_tickets WHERE sku = ?", (sku,))}
             released = sorted(orphans - held)
             conn.executemany("INSERT OR IGNORE INTO free_tickets (sku, ticket) VALUES (?, ?)", ((sku, t) for t in released))
             for user_id, extra in excess.items():

@@ -12,6 +12,8 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Request, Response
+from werkzeug.wrappers import Request as BareRequest
 
 from shared import context as context_module
 from shared.context import Context
@@ -19,6 +21,7 @@ from shared.errors import SoldOut
 from shared.models import PlacedOrder
 from shared.soldout import SoldOutMemo
 from tests.clients import function_client
+from tests.conftest import Mint
 from tests.integration.test_order_api import SKU, buy
 
 pytestmark = pytest.mark.integration
@@ -57,56 +60,57 @@ class Calls:
         return call
 
 
-def sold_out_sale(ctx: Context, mint) -> tuple[str, str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+def sold_out_sale(ctx: Context, mint: Mint) -> tuple[str, str, dict[str, Any]]:
     """One unit, sold with an Idempotency-Key; a loser teaches the worker it is sold out."""
     ctx.store.create_sale(SKU, 1, 1, None)
     client = function_client("order")
     winner_id, winner = mint()
     first = buy(client, winner, key="winner-key")
     assert first.status_code == 201
-    assert buy(client, mint()[1], key="a-loser-key").json["code"] == "sold_out"
-    return winner_id, winner, first.json
+    assert buy(client, mint()[1], key="a-loser-key").get_json()["code"] == "sold_out"
+    return winner_id, winner, first.get_json()
 
 
-def test_a_losers_press_with_or_without_key_touches_nothing(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_a_losers_press_with_or_without_key_touches_nothing(ctx: Context, mint: Mint) -> None:
     sold_out_sale(ctx, mint)
     client = function_client("order")
     _, loser = mint()
     calls = Calls(ctx)
     answers = [buy(client, loser, key=key) for key in ("first-press", "first-press", None, "fiftieth")]
-    assert [a.json["code"] for a in answers] == ["sold_out"] * 4
+    assert [a.get_json()["code"] for a in answers] == ["sold_out"] * 4
     assert calls.made == []
 
 
-def test_a_winner_gets_their_order_back_on_this_worker_and_on_a_fresh_one(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_a_winner_gets_their_order_back_on_this_worker_and_on_a_fresh_one(ctx: Context, mint: Mint) -> None:
     winner_id, winner, order = sold_out_sale(ctx, mint)
     again = buy(function_client("order"), winner, key="winner-key")
     assert again.status_code == 201 and again.json == order and again.headers["Idempotent-Replayed"] == "true"
     fresh = context_module.reset(ctx.settings)  # another worker: no memo yet
-    assert buy(function_client("order"), mint()[1], key="x").json["code"] == "sold_out"
-    assert fresh.orders.memos.peek(SKU) is not None and winner_id in fresh.orders.memos.peek(SKU).holders  # type: ignore[union-attr]
+    assert buy(function_client("order"), mint()[1], key="x").get_json()["code"] == "sold_out"
+    memo = fresh.orders.memos.peek(SKU)
+    assert memo is not None and winner_id in memo.holders
     replay = buy(function_client("order"), winner, key="winner-key")
     assert replay.status_code == 201 and replay.json == order
     more = buy(function_client("order"), winner, key="another-key")  # a holder asking for more
-    assert more.status_code == 409 and more.json["code"] == "sold_out"
+    assert more.status_code == 409 and more.get_json()["code"] == "sold_out"
 
 
-def test_a_forged_token_naming_the_winner_gets_401_and_no_order(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_a_forged_token_naming_the_winner_gets_401_and_no_order(ctx: Context, mint: Mint) -> None:
     winner_id, _, order = sold_out_sale(ctx, mint)
     answer = buy(function_client("order"), forged(ctx, winner_id), key="winner-key")
-    assert answer.status_code == 401 and answer.json["code"] == "unauthorized"
+    assert answer.status_code == 401 and answer.get_json()["code"] == "unauthorized"
     assert order["order_id"] not in answer.get_data(as_text=True)
 
 
-def test_a_forged_token_naming_nobody_hears_only_the_public_fact(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_a_forged_token_naming_nobody_hears_only_the_public_fact(ctx: Context, mint: Mint) -> None:
     sold_out_sale(ctx, mint)
     before = ctx.store.sale_stats(SKU)
     answer = buy(function_client("order"), forged(ctx, uuid.uuid4().hex), key="k")
-    assert answer.status_code == 409 and answer.json["code"] == "sold_out"
+    assert answer.status_code == 409 and answer.get_json()["code"] == "sold_out"
     assert ctx.store.sale_stats(SKU) == before
 
 
-def test_a_forged_token_on_a_sale_with_stock_is_401(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_a_forged_token_on_a_sale_with_stock_is_401(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 5, 1, None)
     answer = buy(function_client("order"), forged(ctx, uuid.uuid4().hex))
     assert answer.status_code == 401
@@ -114,16 +118,16 @@ def test_a_forged_token_on_a_sale_with_stock_is_401(ctx: Context, mint) -> None:
 
 
 @pytest.mark.parametrize("authorization", [None, "", "Basic abc", "Bearer ", "Bearer not-a-token", "Bearer a.b.c"])
-def test_a_missing_or_malformed_authorization_stays_401_after_sell_out(ctx: Context, mint, authorization) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_or_malformed_authorization_stays_401_after_sell_out(ctx: Context, mint: Mint, authorization: str | None) -> None:
     import json
 
     sold_out_sale(ctx, mint)
     headers = {} if authorization is None else {"Authorization": authorization}
     answer = function_client("order").post("/orders", data=json.dumps({"sku": SKU}), content_type="application/json", headers=headers)
-    assert answer.status_code == 401 and answer.json["code"] == "unauthorized"
+    assert answer.status_code == 401 and answer.get_json()["code"] == "unauthorized"
 
 
-def test_a_refusal_from_memory_is_counted(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_a_refusal_from_memory_is_counted(ctx: Context, mint: Mint) -> None:
     sold_out_sale(ctx, mint)
     seen: list[tuple[str, str]] = []
     ctx.orders.observers.append(lambda sku, outcome: seen.append((sku, outcome)))
@@ -132,22 +136,22 @@ def test_a_refusal_from_memory_is_counted(ctx: Context, mint) -> None:  # type: 
     assert seen == [(SKU, "sold_out"), (SKU, "sold_out")]
 
 
-def test_an_admitted_buyer_whose_order_is_not_written_yet_is_a_holder(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_an_admitted_buyer_whose_order_is_not_written_yet_is_a_holder(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 2, 1, None)
     winner_id, winner = mint()
     assert buy(function_client("order"), winner).status_code == 201
     in_flight, _ = mint()
     assert ctx.gate.admit(SKU, in_flight, 1).verdict == "admitted"  # its order is on its way to the database
-    assert buy(function_client("order"), mint()[1]).json["code"] == "sold_out"
+    assert buy(function_client("order"), mint()[1]).get_json()["code"] == "sold_out"
     memo = ctx.orders.memos.peek(SKU)
     assert memo is not None and memo.holders == {winner_id, in_flight}
 
 
-def test_units_coming_back_end_the_memo(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_units_coming_back_end_the_memo(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 1, 1, None)
     client = function_client("order")
-    sold = buy(client, mint()[1]).json
-    assert buy(client, mint()[1]).json["code"] == "sold_out"
+    sold = buy(client, mint()[1]).get_json()
+    assert buy(client, mint()[1]).get_json()["code"] == "sold_out"
     ctx.store.cancel_order(sold["order_id"])
     ctx.gate.rebuild(ctx.store, SKU)
     ctx.orders.memos.seconds = 0.0
@@ -156,7 +160,7 @@ def test_units_coming_back_end_the_memo(ctx: Context, mint) -> None:  # type: ig
     assert ctx.orders.memos.peek(SKU) is None
 
 
-def test_a_losers_answer_is_ready_bytes_that_never_reach_flask(ctx: Context, mint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_losers_answer_is_ready_bytes_that_never_reach_flask(ctx: Context, mint: Mint, monkeypatch: pytest.MonkeyPatch) -> None:
     from shared import metrics
     from shared.errors import SoldOut
     from shared.http import Router, problem_response
@@ -165,7 +169,12 @@ def test_a_losers_answer_is_ready_bytes_that_never_reach_flask(ctx: Context, min
     client = function_client("order")
     dispatched: list[str] = []
     real_dispatch = Router.dispatch
-    monkeypatch.setattr(Router, "dispatch", lambda self, request: dispatched.append(request.path) or real_dispatch(self, request))
+
+    def counted_dispatch(self: Router, request: Request) -> Response:
+        dispatched.append(request.path)
+        return real_dispatch(self, request)
+
+    monkeypatch.setattr(Router, "dispatch", counted_dispatch)
     counted = metrics.HTTP_REQUESTS.labels("order", "/orders", "409")
     before = counted._value.get()
     _, loser = mint()
@@ -181,10 +190,10 @@ def test_a_losers_answer_is_ready_bytes_that_never_reach_flask(ctx: Context, min
     assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
     assert dispatched == []  # every press of Buy is answered before the framework, winners' too
     invalid = client.post("/orders", json={"sku": SKU, "quantity": 0}, headers={"Authorization": f"Bearer {loser}"})
-    assert invalid.status_code == 400 and invalid.json["code"] == "invalid_request"  # the same check, the same answer
+    assert invalid.status_code == 400 and invalid.get_json()["code"] == "invalid_request"  # the same check, the same answer
 
 
-def test_before_the_memo_a_loser_the_gate_counts_nothing_for_reads_no_database(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_before_the_memo_a_loser_the_gate_counts_nothing_for_reads_no_database(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 1, 2, None)
     ctx.gate.rebuild(ctx.store, SKU)
     winner_id, winner = mint()
@@ -193,30 +202,35 @@ def test_before_the_memo_a_loser_the_gate_counts_nothing_for_reads_no_database(c
     fresh = context_module.reset(ctx.settings)  # another worker: no memo, no cached sale
     fresh.orders.sale(SKU)
     lookups: list[str] = []
-    fresh.store.find_order_by_key = lambda user, key: lookups.append(user)  # type: ignore[method-assign,assignment,return-value,func-returns-value]
-    fresh.orders.remember_sold_out = lambda sale: None  # type: ignore[method-assign]  # keep this worker without a memo
+    fresh.store.find_order_by_key = lambda user_id, idempotency_key: lookups.append(user_id)
+    fresh.orders.remember_sold_out = lambda sale: None  # keep this worker without a memo
     _, loser = mint()
-    assert buy(function_client("order"), loser, key="l1").json["code"] == "sold_out"
+    assert buy(function_client("order"), loser, key="l1").get_json()["code"] == "sold_out"
     assert lookups == []  # the gate counts no units for them: no order to look up
-    fresh.store.find_order_by_key = ctx.store.find_order_by_key  # type: ignore[method-assign]
+    fresh.store.find_order_by_key = ctx.store.find_order_by_key
     replay = buy(function_client("order"), winner, key="w1")  # a holder (1 of 2) refused by the gate as sold out
     assert replay.status_code == 201 and replay.json == first.json
 
 
-def test_a_press_the_shortcut_read_is_not_read_again_by_the_route(ctx: Context, mint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_press_the_shortcut_read_is_not_read_again_by_the_route(ctx: Context, mint: Mint, monkeypatch: pytest.MonkeyPatch) -> None:
     from shared import http
 
     _, winner, order = sold_out_sale(ctx, mint)
     reads: list[int] = []
     real = http.read_json
-    monkeypatch.setattr("shared.http.read_json", lambda request, limit: reads.append(1) or real(request, limit))
+
+    def counted_read(request: BareRequest, limit: int) -> dict[str, Any]:
+        reads.append(1)
+        return real(request, limit)
+
+    monkeypatch.setattr("shared.http.read_json", counted_read)
     client = function_client("order")  # imports the function afresh, with the counted read_json
     again = buy(client, winner, key="winner-key")  # a holder: read by the shortcut, decided by the route
     assert again.status_code == 201 and again.json == order
     assert reads == [1]
 
 
-def test_a_failed_read_of_the_databases_buyers_is_read_again_at_the_next_renewal(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_read_of_the_databases_buyers_is_read_again_at_the_next_renewal(ctx: Context, mint: Mint) -> None:
     from shared.errors import StoreError
 
     ctx.store.create_sale(SKU, 1, 1, None)
@@ -230,11 +244,11 @@ def test_a_failed_read_of_the_databases_buyers_is_read_again_at_the_next_renewal
     def failing(sku: str) -> dict[str, int]:
         raise StoreError("database busy")
 
-    desk.store.buyer_units = failing  # type: ignore[method-assign]
+    desk.store.buyer_units = failing
     desk.remember_sold_out(sale)
     first = desk.memos.peek(SKU)
     assert first is not None and not first.from_database and bypassed not in first.holders  # the gate's holders only
-    desk.store.buyer_units = real  # type: ignore[method-assign]
+    desk.store.buyer_units = real
     desk.memos.seconds = 0.0
     desk.memos.remember(SKU, first.holders)  # lapses at once
     desk.remember_sold_out(sale)  # the renewal
@@ -281,7 +295,7 @@ def press_while_slots_are_taken(ctx: Context, user_id: str, then: Any) -> tuple[
     return answer.get("placed", answer.get("error")), calls.made
 
 
-def test_a_press_that_waited_for_the_gate_while_the_sale_sold_out_is_refused_without_asking(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_a_press_that_waited_for_the_gate_while_the_sale_sold_out_is_refused_without_asking(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 1, 1, None)
     loser_id, _ = mint()
     ctx.gate.rebuild(ctx.store, SKU)
@@ -292,19 +306,21 @@ def test_a_press_that_waited_for_the_gate_while_the_sale_sold_out_is_refused_wit
     assert ctx.gate.state(SKU)["remaining"] == "1"
 
 
-def test_the_press_rechecking_a_lapsed_memo_still_asks_the_gate(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_the_press_rechecking_a_lapsed_memo_still_asks_the_gate(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 1, 1, None)
     buyer_id, _ = mint()
     ctx.gate.rebuild(ctx.store, SKU)
     ctx.orders.sale(SKU)
     # The worker once heard "sold out"; the memo has lapsed, so this press is the one re-checking it with the gate.
-    ctx.orders.memos._memos[SKU] = SoldOutMemo(time.monotonic() - 1, frozenset({"the-winner"}), True)
+    ctx.orders.memos._memos.set(SKU, SoldOutMemo(frozenset({"the-winner"}), True), -1)
     answer, calls = press_while_slots_are_taken(ctx, buyer_id, lambda: None)
     assert isinstance(answer, PlacedOrder), answer
     assert "gate.admit" in calls
 
 
-def test_an_unexpected_failure_while_placing_is_answered_once_and_never_placed_again(ctx: Context, mint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_an_unexpected_failure_while_placing_is_answered_once_and_never_placed_again(
+    ctx: Context, mint: Mint, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The order shortcut does the route's whole work: handing a failure to the route would place the order twice."""
     ctx.store.create_sale(SKU, 5, 5, None)
     _, buyer = mint()
@@ -317,5 +333,5 @@ def test_an_unexpected_failure_while_placing_is_answered_once_and_never_placed_a
 
     monkeypatch.setattr(ctx.orders, "place", place_then_fail)
     answer = buy(function_client("order"), buyer)
-    assert answer.status_code == 500 and answer.json["code"] == "internal" and answer.headers["X-Request-Id"]
+    assert answer.status_code == 500 and answer.get_json()["code"] == "internal" and answer.headers["X-Request-Id"]
     assert len(placed) == 1 and ctx.store.sale_stats(SKU).sold == 1  # written once, not again by the route

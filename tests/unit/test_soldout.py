@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared import soldout
@@ -19,7 +21,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(soldout.time, "monotonic", clock)
+    monkeypatch.setattr(time, "monotonic", clock)  # the module shared.soldout reads its clock from
     return clock
 
 
