@@ -40,7 +40,7 @@ lint: setup ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: setup ## mypy (strict on shared/)
+typecheck: setup ## mypy, strict, on shared/, ops/, functions/ and tests/
 	$(BIN)/mypy
 
 test: setup lint typecheck ## set up, then lint, type-check and run every test

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import functions_framework
+from flask import Flask
 from flask.testing import FlaskClient
 
 from ops.demo import call
@@ -21,7 +22,7 @@ TARGETS = {"auth": "auth", "stock": "stock", "order": "order", "events": "order_
 
 
 def function_client(function: str) -> FlaskClient:
-    app = functions_framework.create_app(target=TARGETS[function], source=str(ROOT / "functions" / function / "main.py"))
+    app: Flask = functions_framework.create_app(target=TARGETS[function], source=str(ROOT / "functions" / function / "main.py"))
     return app.test_client()
 
 

@@ -6,11 +6,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import redis as redis_lib
 
-from ops.devstack import RedisServer, ensure_keys
+from ops.devstack import RedisServer, Stack, ensure_keys
 from shared import context as context_module
 from shared.settings import Settings
 from shared.tokens import TokenSigner
@@ -66,8 +67,14 @@ def ctx(settings: Settings) -> Iterator[context_module.Context]:
     context.store.close()
 
 
+class Mint(Protocol):
+    """The ``mint`` fixture: a fresh real user and a bearer token for them."""
+
+    def __call__(self, email: str | None = None) -> tuple[str, str]: ...
+
+
 @pytest.fixture
-def mint(ctx: context_module.Context):  # type: ignore[no-untyped-def]
+def mint(ctx: context_module.Context) -> Mint:
     """mint() -> (user_id, bearer token) for a fresh real user."""
     signer = TokenSigner(ctx.settings)
 
@@ -87,7 +94,7 @@ def pytest_report_header() -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The functions under real gunicorn, two workers each, on a real redis-server and SQLite file."""
     from ops.devstack import local_stack
 
@@ -106,5 +113,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
 
 
 @pytest.fixture(scope="session")
-def stack_settings(stack) -> Settings:  # type: ignore[no-untyped-def]
+def stack_settings(stack: Stack) -> Settings:
     return Settings.from_env(stack.env)

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
@@ -23,8 +23,8 @@ def spec() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def registry() -> Registry:
-    return Registry().with_resource(SPEC_URI, Resource(contents=spec(), specification=DRAFT202012))
+def registry() -> Registry[Any]:
+    return Registry().with_resources([(SPEC_URI, DRAFT202012.create_resource(spec()))])
 
 
 def _escape(part: str) -> str:

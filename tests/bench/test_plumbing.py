@@ -34,7 +34,7 @@ def test_a_pinned_server_counts_only_its_cpus() -> None:
 
 
 def test_the_baseline_answers_what_the_k6_scripts_check() -> None:
-    client = functions_framework.create_app(target="baseline", source=str(servers.BASELINE)).test_client()  # type: ignore[no-untyped-call]
+    client = functions_framework.create_app(target="baseline", source=str(servers.BASELINE)).test_client()
     stock = client.get("/stock/iphone-17")
     assert stock.status_code == 200 and stock.get_json()["sku"] == "iphone-17"
     buy = client.post("/orders", json={"sku": "iphone-17"})
@@ -45,7 +45,7 @@ def test_the_baseline_answers_what_the_k6_scripts_check() -> None:
 
 
 def test_the_monolith_sends_each_route_to_its_function() -> None:
-    client = functions_framework.create_app(target="monolith", source=str(servers.MONOLITH)).test_client()  # type: ignore[no-untyped-call]
+    client = functions_framework.create_app(target="monolith", source=str(servers.MONOLITH)).test_client()
     # 405s come from each function's own router, before anything needs a database
     assert "POST" in client.get("/login").headers["Allow"]
     assert "GET" in client.post("/stock/x").headers["Allow"]

@@ -14,7 +14,9 @@ from shared.store.sqlite import SqliteStore
 class NaiveStore(SqliteStore):
     """What not to do: read the stock, then write, in two steps. It exists to prove the race test can fail."""
 
-    def place_order(self, sku, user_id, quantity, *, idempotency_key=None, request_hash=None):  # type: ignore[no-untyped-def]
+    def place_order(
+        self, sku: str, user_id: str, quantity: int, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> PlacedOrder:
         with self._lock:
             conn = self._connection()
             total = conn.execute("SELECT total FROM sales WHERE sku = ?", (sku,)).fetchone()[0]

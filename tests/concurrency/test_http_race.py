@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
+from ops.devstack import Stack
 from shared.settings import Settings
 from tests.clients import press_buy, sale_with_buyers
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.integration]
 
 
-def test_a_crowd_buys_exactly_the_stock(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_crowd_buys_exactly_the_stock(stack: Stack, stack_settings: Settings) -> None:
     sale = sale_with_buyers(stack_settings, "crowd", stock=100, buyers=400)
     store, sku, users, tokens = sale.store, sale.sku, sale.users, sale.tokens
-    answers: list[tuple[int, dict[str, object]]] = [(0, {})] * len(tokens)
+    answers: list[tuple[int, dict[str, Any]]] = [(0, {})] * len(tokens)
     barrier = threading.Barrier(len(tokens))
 
     def buyer(i: int) -> None:
@@ -40,4 +42,4 @@ def test_a_crowd_buys_exactly_the_stock(stack, stack_settings: Settings) -> None
             assert [o.order_id for o in orders] == [body["order_id"]]
         else:
             assert orders == []
-    assert sorted(int(body["ticket"]) for status, body in answers if status == 201) == list(range(1, 101))  # type: ignore[call-overload]
+    assert sorted(int(body["ticket"]) for status, body in answers if status == 201) == list(range(1, 101))

@@ -29,6 +29,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         name = f"flashsale_contract_{uuid.uuid4().hex[:8]}"
         made = MongoStore.from_url(os.environ["FLASHSALE_TEST_MONGODB_URI"], name)
     yield made
-    if request.param == "mongodb":
-        made._client.drop_database(made.db.name)  # type: ignore[attr-defined]
+    if request.param == "mongodb" and isinstance(made, MongoStore):
+        made._client.drop_database(made.db.name)
     made.close()

@@ -6,14 +6,19 @@ covered on SQLite and, with FLASHSALE_TEST_MONGODB_URI, on a real MongoDB.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import mongomock
 import pytest
 from pymongo.errors import AutoReconnect
+from pymongo.results import UpdateResult
 
 from shared.errors import LimitReached, SoldOut, StoreError
 from shared.models import Order, OrderRequest, PlacedOrder, request_fingerprint, utcnow
 from shared.store.base import Placement
-from shared.store.mongo import MongoStore
+from shared.store.mongo import Doc, MongoStore
+from shared.store.tickets import Leaks
 
 
 def tickets_of(answers: list[Placement]) -> list[tuple[int, ...] | str]:
@@ -54,14 +59,14 @@ def test_the_grace_period_spares_an_order_still_in_flight(store: MongoStore) -> 
     original = store._leaks
     calls = {"n": 0}
 
-    def leaks_then_confirm(sku: str):  # type: ignore[no-untyped-def]
+    def leaks_then_confirm(sku: str) -> Leaks:
         result = original(sku)
         calls["n"] += 1
         if calls["n"] == 1:  # the slow order lands during the grace period
             store.confirm_order(Order("o1", "phone", "slow", 1, (1,), "confirmed", utcnow()))
         return result
 
-    store._leaks = leaks_then_confirm  # type: ignore[method-assign]
+    store._leaks = leaks_then_confirm
     report = store.reconcile("phone", grace_seconds=0.01)
     assert report.released_tickets == ()
     assert store.sale_stats("phone").sold == 1 and store.sale_stats("phone").invariants_hold
@@ -70,7 +75,7 @@ def test_the_grace_period_spares_an_order_still_in_flight(store: MongoStore) -> 
 def test_a_failed_order_insert_gives_everything_back(store: MongoStore, monkeypatch: pytest.MonkeyPatch) -> None:
     store.create_sale("phone", 1, 1, None)
 
-    def broken(orders):  # type: ignore[no-untyped-def]
+    def broken(orders: Sequence[Order]) -> set[str]:
         raise AutoReconnect("primary stepped down")
 
     monkeypatch.setattr(store, "confirm_orders", broken)
@@ -98,7 +103,7 @@ def test_update_sale_gives_up_after_bounded_retries(store: MongoStore, monkeypat
     real_update = store.sales.update_one
     attempts = {"n": 0}
 
-    def always_beaten(filter, update, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def always_beaten(filter: Mapping[str, Any], update: Mapping[str, Any], *args: Any, **kwargs: Any) -> UpdateResult:
         if "version" in filter:
             attempts["n"] += 1
             real_update({"_id": "phone"}, {"$inc": {"version": 1}})  # someone else got there first
@@ -126,11 +131,11 @@ def test_reserve_tickets_takes_returned_ones_first_then_one_fresh_block(store: M
     calls = {"n": 0}
     real = store.sales.find_one_and_update
 
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def counted(*args: Any, **kwargs: Any) -> Doc | None:
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    store.sales.find_one_and_update = counted  # type: ignore[method-assign]
+    store.sales.find_one_and_update = counted
     assert store.reserve_tickets("phone", 3) == [2, 4, 5]
     assert calls["n"] == 3  # pop 2, find the free list empty, one $inc for 4 and 5
     assert store.reserve_tickets("phone", 4) == [6]  # fewer left than wanted: what is left
@@ -142,7 +147,7 @@ def test_a_process_killed_before_the_batch_insert_leaves_orphans_that_reconcile_
 ) -> None:
     store.create_sale("phone", 3, 1, None)
 
-    def killed(orders):  # type: ignore[no-untyped-def]
+    def killed(orders: Sequence[Order]) -> set[str]:
         raise KeyboardInterrupt  # not an Exception: nothing on the way may undo anything, as when the process dies
 
     monkeypatch.setattr(store, "confirm_orders", killed)
@@ -162,7 +167,7 @@ def test_a_concurrent_replay_that_wins_the_insert_is_answered_and_the_rest_still
     store.create_sale("phone", 5, 1, None)
     real = store._replays
 
-    def lookup_then_lose(run, pending):  # type: ignore[no-untyped-def]
+    def lookup_then_lose(run: Sequence[OrderRequest], pending: list[int]) -> dict[int, Placement]:
         found = real(run, pending)
         # Another process places the same (buyer, key) between our lookup and our insert.
         other = Order("winner", "phone", "a", 1, (5,), "confirmed", utcnow(), "k1", request_fingerprint("phone", 1))
@@ -184,7 +189,7 @@ def test_an_insert_that_failed_part_way_answers_what_landed_and_gives_back_the_r
     store.create_sale("phone", 2, 1, None)
     real = store.confirm_orders
 
-    def first_then_gone(orders):  # type: ignore[no-untyped-def]
+    def first_then_gone(orders: Sequence[Order]) -> set[str]:
         real(orders[:1])
         raise AutoReconnect("primary stepped down")
 
@@ -202,7 +207,7 @@ def test_when_even_the_read_back_fails_nothing_is_given_back_until_reconcile(sto
     """A ticket given back while an order might hold it could be sold twice."""
     store.create_sale("phone", 2, 1, None)
 
-    def gone(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def gone(*args: Any, **kwargs: Any) -> None:
         raise AutoReconnect("no primary")
 
     monkeypatch.setattr(store, "confirm_orders", gone)

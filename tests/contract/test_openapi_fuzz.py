@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from ops.devstack import Stack
 from shared.settings import Settings
 from shared.store import open_store
 from shared.tokens import TokenSigner
@@ -66,7 +67,7 @@ def token(stack_settings: Settings) -> str:
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-def test_every_answer_is_documented(case: Case, stack, token: str) -> None:  # type: ignore[no-untyped-def,type-arg]
+def test_every_answer_is_documented(case: Case[Any], stack: Stack, token: str) -> None:
     headers = {"Authorization": f"Bearer {token}"} if case.path == "/orders" else None
     for function in SERVED_BY.get(case.path, EVERY_FUNCTION):
         case.call_and_validate(base_url=stack.url(function), headers=headers, excluded_checks=list(NOT_YET), timeout=30)

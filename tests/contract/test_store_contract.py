@@ -19,13 +19,13 @@ from shared.errors import (
     SoldOut,
     UnknownSku,
 )
-from shared.models import request_fingerprint
+from shared.models import PlacedOrder, request_fingerprint
 from shared.store.base import Store
 from shared.store.mongo import MongoStore
 from shared.store.sqlite import SqliteStore
 
 
-def buy(store: Store, sku: str, user: str, quantity: int = 1, key: str | None = None):  # type: ignore[no-untyped-def]
+def buy(store: Store, sku: str, user: str, quantity: int = 1, key: str | None = None) -> PlacedOrder:
     return store.place_order(sku, user, quantity, idempotency_key=key, request_hash=request_fingerprint(sku, quantity))
 
 

@@ -281,7 +281,7 @@ def knative_service_problems(service: dict[str, Any], allowed_env: frozenset[str
         for path, volume in mounts.items():
             ref = volume.get(kind, {})
             if ref.get("name") == source or ref.get("secretName") == source:
-                return path
+                return str(path)
         return None
 
     public_key_dir = mount_path_of("configMap", PUBLIC_KEY_CONFIGMAP) or mount_path_of("secret", PUBLIC_KEY_CONFIGMAP)
@@ -476,7 +476,7 @@ def test_every_probe_path_is_answered_by_its_function(ctx: Context) -> None:
         for probe in ("readinessProbe", "livenessProbe"):
             path = container[probe]["httpGet"]["path"]
             answer = function_client(function).get(path)
-            assert answer.status_code == 200 and answer.json["status"] in {"ok", "degraded"}, (name, probe, path, answer.json)
+            assert answer.status_code == 200 and answer.get_json()["status"] in {"ok", "degraded"}, (name, probe, path, answer.json)
             probed += 1
     assert probed == 2 * len(knative_services())
 

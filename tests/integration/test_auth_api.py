@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from shared import context
 from shared.context import Context
@@ -20,7 +23,7 @@ from tests.conftest import make_settings
 pytestmark = pytest.mark.integration
 
 
-def post(client, path, body, **headers):  # type: ignore[no-untyped-def]
+def post(client: FlaskClient, path: str, body: object, **headers: str) -> TestResponse:
     response = client.post(path, data=json.dumps(body), content_type="application/json", headers=headers)
     openapi.check(path, "POST", response.status_code, response.content_type, response.data)
     return response
@@ -30,22 +33,23 @@ def test_register_then_login_gives_a_verifiable_token(ctx: Context) -> None:
     client = function_client("auth")
     created = post(client, "/register", {"email": "Ada@Example.com", "password": "correct horse"})
     assert created.status_code == 201
-    assert created.json["email"] == "ada@example.com" and created.json["user_id"]
+    assert created.get_json()["email"] == "ada@example.com" and created.get_json()["user_id"]
     assert created.headers["Cache-Control"] == "no-store"
     assert "password" not in created.get_data(as_text=True) and "$2b$" not in created.get_data(as_text=True)
 
     login = post(client, "/login", {"email": "ada@example.com", "password": "correct horse"})
     assert login.status_code == 200
-    assert login.json["token_type"] == "Bearer" and login.json["expires_in"] == ctx.settings.token_ttl_seconds
+    assert login.get_json()["token_type"] == "Bearer" and login.get_json()["expires_in"] == ctx.settings.token_ttl_seconds
     assert login.headers["Cache-Control"] == "no-store"
 
     jwks = client.get("/.well-known/jwks.json")
     openapi.check("/.well-known/jwks.json", "GET", jwks.status_code, jwks.content_type, jwks.data)
-    key = jwks.json["keys"][0]
+    key = jwks.get_json()["keys"][0]
     raw = base64.urlsafe_b64decode(key["x"] + "=" * (-len(key["x"]) % 4))
-    claims = jwt.decode(login.json["access_token"], Ed25519PublicKey.from_public_bytes(raw), algorithms=["EdDSA"], audience="flashsale")
-    assert claims["sub"] == created.json["user_id"]
-    assert jwt.get_unverified_header(login.json["access_token"])["kid"] == key["kid"]
+    token = login.get_json()["access_token"]
+    claims = jwt.decode(token, Ed25519PublicKey.from_public_bytes(raw), algorithms=["EdDSA"], audience="flashsale")
+    assert claims["sub"] == created.get_json()["user_id"]
+    assert jwt.get_unverified_header(token)["kid"] == key["kid"]
 
 
 def test_password_is_stored_as_a_bcrypt_hash(ctx: Context) -> None:
@@ -58,7 +62,7 @@ def test_email_taken(ctx: Context) -> None:
     client = function_client("auth")
     post(client, "/register", {"email": "ada@example.com", "password": "correct horse"})
     again = post(client, "/register", {"email": "ADA@example.com ", "password": "another one"})
-    assert again.status_code == 409 and again.json["code"] == "email_taken"
+    assert again.status_code == 409 and again.get_json()["code"] == "email_taken"
 
 
 def test_wrong_password_and_unknown_email_answer_the_same(ctx: Context) -> None:
@@ -68,7 +72,7 @@ def test_wrong_password_and_unknown_email_answer_the_same(ctx: Context) -> None:
     unknown = post(client, "/login", {"email": "nobody@example.com", "password": "correct horse"})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json == unknown.json
-    assert wrong.json["code"] == "invalid_credentials"
+    assert wrong.get_json()["code"] == "invalid_credentials"
 
 
 @pytest.mark.parametrize(
@@ -89,12 +93,12 @@ def test_wrong_password_and_unknown_email_answer_the_same(ctx: Context) -> None:
 def test_bad_registrations_are_400_and_create_nothing(ctx: Context, body: dict[str, object]) -> None:
     response = post(function_client("auth"), "/register", body)
     assert response.status_code == 400, response.json
-    assert response.json["code"] == "invalid_request"
-    assert response.json["errors"][0]["field"] in {"email", "password", "admin"}
+    assert response.get_json()["code"] == "invalid_request"
+    assert response.get_json()["errors"][0]["field"] in {"email", "password", "admin"}
     assert ctx.store.get_user_by_email("ada@example.com") is None
 
 
-def test_login_rate_limit_per_account(tmp_path, redis_url, keys) -> None:  # type: ignore[no-untyped-def]
+def test_login_rate_limit_per_account(tmp_path: Path, redis_url: str, keys: tuple[Path, Path]) -> None:
     from shared import context
     from tests.conftest import make_settings
 
@@ -104,13 +108,13 @@ def test_login_rate_limit_per_account(tmp_path, redis_url, keys) -> None:  # typ
     codes = [post(client, "/login", {"email": "ada@example.com", "password": "wrong horse"}).status_code for _ in range(3)]
     assert codes == [401, 401, 401]
     limited = post(client, "/login", {"email": "ada@example.com", "password": "correct horse"})
-    assert limited.status_code == 429 and limited.json["code"] == "rate_limited"
+    assert limited.status_code == 429 and limited.get_json()["code"] == "rate_limited"
     assert int(limited.headers["Retry-After"]) >= 1
     other = post(client, "/login", {"email": "bob@example.com", "password": "correct horse"})
     assert other.status_code == 401  # another account is not limited
 
 
-def test_login_rate_limit_per_address(tmp_path, redis_url, keys) -> None:  # type: ignore[no-untyped-def]
+def test_login_rate_limit_per_address(tmp_path: Path, redis_url: str, keys: tuple[Path, Path]) -> None:
     from shared import context
     from tests.conftest import make_settings
 
@@ -125,7 +129,7 @@ def test_login_rate_limit_per_address(tmp_path, redis_url, keys) -> None:  # typ
     assert elsewhere.status_code == 401
 
 
-def test_login_still_works_when_redis_is_down(tmp_path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_login_still_works_when_redis_is_down(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     from ops.devstack import free_port
     from shared import context
     from tests.conftest import make_settings
@@ -135,11 +139,11 @@ def test_login_still_works_when_redis_is_down(tmp_path, keys) -> None:  # type: 
     post(client, "/register", {"email": "ada@example.com", "password": "correct horse"})
     assert post(client, "/login", {"email": "ada@example.com", "password": "correct horse"}).status_code == 200
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and "redis" in ready.json["checks"]  # degraded, not unready: it serves from the database
+    assert ready.status_code == 200 and "redis" in ready.get_json()["checks"]  # degraded, not unready: it serves from the database
     openapi.check("/readyz", "GET", ready.status_code, ready.content_type, ready.data)
 
 
-def test_registrations_per_address_are_limited(tmp_path, redis_url, keys) -> None:  # type: ignore[no-untyped-def]
+def test_registrations_per_address_are_limited(tmp_path: Path, redis_url: str, keys: tuple[Path, Path]) -> None:
     from shared import context
     from tests.conftest import make_settings
 
@@ -151,7 +155,9 @@ def test_registrations_per_address_are_limited(tmp_path, redis_url, keys) -> Non
     assert post(client, "/login", {"email": "u0@example.com", "password": "correct horse"}).status_code == 200
 
 
-def test_auth_hashes_as_many_passwords_at_once_as_its_worker_has_hashing_threads(ctx: Context, tmp_path, redis_url, keys) -> None:  # type: ignore[no-untyped-def]
+def test_auth_hashes_as_many_passwords_at_once_as_its_worker_has_hashing_threads(
+    ctx: Context, tmp_path: Path, redis_url: str, keys: tuple[Path, Path]
+) -> None:
     # One auth worker with one hashing thread per CPU (THREADS unset): bcrypt releases the GIL, so they all run.
     assert ctx.accounts.hashes_at_once == worker_plan("auth", ctx.settings).threads == len(os.sched_getaffinity(0))
     three = context.reset(make_settings(tmp_path, redis_url, keys, THREADS="3"))

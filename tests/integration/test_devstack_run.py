@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +106,7 @@ class DevStack:
         return [r for r in records if r.get("function") == function]
 
 
-def wait_for(check, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_for(check: Callable[..., object], seconds: float, what: str) -> None:  # ...: checks bind loop variables as lambda defaults
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, f"{what} not after {seconds:.0f}s"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import pytest
 
 from shared.context import Context
 from tests import openapi
 from tests.clients import bearer, function_client
+from tests.conftest import Mint
 
 pytestmark = pytest.mark.integration
 SKU = "iphone-17"
@@ -36,20 +39,20 @@ SKU = "iphone-17"
         (b'{"sku": "' + b"a" * 20000 + b'"}', "application/json", 413, "payload_too_large"),
     ],
 )
-def test_bad_order_bodies(ctx: Context, mint, data: bytes, content_type: str, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_order_bodies(ctx: Context, mint: Mint, data: bytes, content_type: str, status: int, code: str) -> None:
     ctx.store.create_sale(SKU, 5, 1, None)
     response = function_client("order").post("/orders", data=data, content_type=content_type, headers=bearer(mint()[1]))
-    assert (response.status_code, response.json["code"]) == (status, code), response.json
+    assert (response.status_code, response.get_json()["code"]) == (status, code), response.json
     openapi.check("/orders", "POST", response.status_code, response.content_type, response.data)
     assert "Traceback" not in response.get_data(as_text=True)
     assert ctx.store.sale_stats(SKU).sold == 0
 
 
-def test_deeply_nested_json_within_the_size_limit(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_deeply_nested_json_within_the_size_limit(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 5, 1, None)
     data = b"[" * 5000 + b"]" * 5000
     response = function_client("order").post("/orders", data=data, content_type="application/json", headers=bearer(mint()[1]))
-    assert response.status_code == 400 and response.json["code"] == "invalid_request"
+    assert response.status_code == 400 and response.get_json()["code"] == "invalid_request"
 
 
 @pytest.mark.parametrize(
@@ -59,33 +62,33 @@ def test_deeply_nested_json_within_the_size_limit(ctx: Context, mint) -> None:  
 def test_missing_or_malformed_tokens(ctx: Context, authorization: str | None) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     response = function_client("order").post("/orders", json={"sku": SKU}, headers=headers)
-    assert response.status_code == 401 and response.json["code"] == "unauthorized"
+    assert response.status_code == 401 and response.get_json()["code"] == "unauthorized"
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     openapi.check("/orders", "POST", response.status_code, response.content_type, response.data)
 
 
-def test_bad_idempotency_key(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_bad_idempotency_key(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 5, 1, None)
     headers = bearer(mint()[1], **{"Idempotency-Key": "x" * 300})
     response = function_client("order").post("/orders", json={"sku": SKU}, headers=headers)
-    assert response.status_code == 400 and response.json["errors"][0]["field"] == "Idempotency-Key"
+    assert response.status_code == 400 and response.get_json()["errors"][0]["field"] == "Idempotency-Key"
 
 
 @pytest.mark.parametrize("function", ["auth", "stock", "order"])
 def test_unknown_routes_and_methods(ctx: Context, function: str) -> None:
     client = function_client(function)
     missing = client.get("/nothing/here")
-    assert missing.status_code == 404 and missing.json["code"] == "not_found"
+    assert missing.status_code == 404 and missing.get_json()["code"] == "not_found"
     assert missing.content_type == "application/problem+json"
     wrong = client.delete("/healthz")
-    assert wrong.status_code == 405 and wrong.json["code"] == "method_not_allowed" and wrong.headers["Allow"] == "GET, HEAD"
+    assert wrong.status_code == 405 and wrong.get_json()["code"] == "method_not_allowed" and wrong.headers["Allow"] == "GET, HEAD"
     assert wrong.content_type == "application/problem+json"
 
 
 @pytest.mark.parametrize(("function", "path"), [("auth", "/register"), ("auth", "/login"), ("order", "/orders")])
 def test_wrong_method_on_a_known_route(ctx: Context, function: str, path: str) -> None:
     response = function_client(function).put(path, json={})
-    assert response.status_code == 405 and response.json["code"] == "method_not_allowed" and response.headers["Allow"]
+    assert response.status_code == 405 and response.get_json()["code"] == "method_not_allowed" and response.headers["Allow"]
 
 
 @pytest.mark.parametrize("function", ["auth", "stock", "order"])
@@ -96,7 +99,7 @@ def test_health_and_readiness(ctx: Context, function: str) -> None:
     assert health.json == {"status": "ok"}
     ready = client.get("/readyz")
     openapi.check("/readyz", "GET", ready.status_code, ready.content_type, ready.data)
-    assert ready.status_code == 200 and set(ready.json["checks"]) >= {"database", "redis"}
+    assert ready.status_code == 200 and set(ready.get_json()["checks"]) >= {"database", "redis"}
 
 
 def test_request_id_is_kept_or_made(ctx: Context) -> None:
@@ -108,13 +111,13 @@ def test_request_id_is_kept_or_made(ctx: Context) -> None:
     assert made and " " not in made
 
 
-def test_an_unexpected_error_is_a_problem_without_internals(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_an_unexpected_error_is_a_problem_without_internals(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 5, 1, None)
 
-    def explode(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def explode(*args: object, **kwargs: object) -> NoReturn:
         raise RuntimeError("secret internal detail")
 
-    ctx.orders.place = explode  # type: ignore[method-assign]
+    ctx.orders.place = explode
     response = function_client("order").post("/orders", json={"sku": SKU}, headers=bearer(mint()[1]))
-    assert response.status_code == 500 and response.json["code"] == "internal"
+    assert response.status_code == 500 and response.get_json()["code"] == "internal"
     assert "secret internal detail" not in response.get_data(as_text=True)

@@ -8,18 +8,21 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent, from_http
 
+from ops.devstack import Stack
 from shared import context as context_module
 from shared.context import Context
 from shared.events import ORDER_PLACED, EventEmitter
 from shared.sales_feed import sales_key
 from shared.settings import Settings
 from tests.clients import bearer, function_client, press_buy, sale_with_buyers
+from tests.conftest import Mint
 
 pytestmark = pytest.mark.integration
 SKU = "iphone-17"
@@ -31,7 +34,7 @@ def order_event(event_id: str, quantity: int = 1, sku: str = SKU) -> CloudEvent:
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
-def test_the_consumer_counts_each_event_once(ctx: Context, mint, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_consumer_counts_each_event_once(ctx: Context, mint: Mint, mode: str) -> None:
     ctx.store.create_sale(SKU, 5, 2, None)
     client = function_client("events")
     convert = to_binary if mode == "binary" else to_structured
@@ -45,7 +48,7 @@ def test_the_consumer_counts_each_event_once(ctx: Context, mint, mode: str) -> N
     assert ctx.sales_feed.counts(SKU) == {"orders": 2, "units": 3}
 
 
-def test_the_consumer_refreshes_the_stock_cache(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_the_consumer_refreshes_the_stock_cache(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 1, 1, None)
     assert ctx.stock.read(SKU).level.available == 1  # cached for a TTL
     ctx.store.place_order(SKU, "someone", 1)
@@ -74,9 +77,11 @@ class Sink(http.server.ThreadingHTTPServer):
 @pytest.fixture
 def sink() -> Iterator[Sink]:
     class Handler(http.server.BaseHTTPRequestHandler):
+        server: Sink
+
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            self.server.received.append(from_http(dict(self.headers), body))  # type: ignore[attr-defined]
+            self.server.received.append(from_http(dict(self.headers), body))
             self.send_response(202)
             self.end_headers()
 
@@ -101,7 +106,9 @@ def test_the_emitter_delivers_a_real_cloudevent(sink: Sink) -> None:
 
 
 @pytest.mark.parametrize("sink_kind", ["nothing listening", "accepts and never answers"])
-def test_a_dead_or_hanging_sink_never_slows_or_fails_an_order(tmp_path, redis_url, keys, sink_kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_dead_or_hanging_sink_never_slows_or_fails_an_order(
+    tmp_path: Path, redis_url: str, keys: tuple[Path, Path], sink_kind: str
+) -> None:
     from tests.conftest import make_settings
 
     hanging = socket.socket()
@@ -126,7 +133,7 @@ def test_a_dead_or_hanging_sink_never_slows_or_fails_an_order(tmp_path, redis_ur
         hanging.close()
 
 
-def test_orders_on_the_stack_reach_the_consumer(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def test_orders_on_the_stack_reach_the_consumer(stack: Stack, stack_settings: Settings) -> None:
     sale = sale_with_buyers(stack_settings, "events", stock=3, buyers=5)
     store, sku = sale.store, sale.sku
     statuses = [press_buy(stack.url("order"), token, sku, f"k{i}")[0] for i, token in enumerate(sale.tokens)]

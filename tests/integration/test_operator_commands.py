@@ -47,7 +47,9 @@ def sale_sold_out_at_the_gate(store: Store, gate: Gate, stock: int) -> str:
     return sku
 
 
-def test_sale_update_changes_the_sale_and_the_gate_at_once(settings: Settings, store: Store, gate: Gate, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_sale_update_changes_the_sale_and_the_gate_at_once(
+    settings: Settings, store: Store, gate: Gate, capsys: pytest.CaptureFixture[str]
+) -> None:
     sku = sale_sold_out_at_the_gate(store, gate, 2)
     assert flashsale(settings, "sale", "update", "--sku", sku, "--stock", "5", "--per-user-limit", "2") == 0
     sale = store.get_sale(sku)
@@ -57,7 +59,9 @@ def test_sale_update_changes_the_sale_and_the_gate_at_once(settings: Settings, s
     assert gate.admit(sku, "late", 2).verdict == "admitted"
 
 
-def test_sale_update_on_a_stale_version_changes_nothing(settings: Settings, store: Store, gate: Gate, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_sale_update_on_a_stale_version_changes_nothing(
+    settings: Settings, store: Store, gate: Gate, capsys: pytest.CaptureFixture[str]
+) -> None:
     sku = sale_sold_out_at_the_gate(store, gate, 2)
     assert flashsale(settings, "sale", "update", "--sku", sku, "--per-user-limit", "3") == 0  # someone else's edit: version 2
     capsys.readouterr()
@@ -74,7 +78,9 @@ def test_sale_update_says_what_to_change(settings: Settings, store: Store) -> No
         flashsale(settings, "sale", "update", "--sku", "phone", "--per-user-limit", "0")
 
 
-def test_order_cancel_puts_the_ticket_back_on_sale(settings: Settings, store: Store, gate: Gate, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_order_cancel_puts_the_ticket_back_on_sale(
+    settings: Settings, store: Store, gate: Gate, capsys: pytest.CaptureFixture[str]
+) -> None:
     sku = f"phone-{uuid.uuid4().hex[:6]}"
     store.create_sale(sku, 1, 1, None)
     order = store.place_order(sku, "first-buyer", 1).order
@@ -93,7 +99,9 @@ def test_order_cancel_of_an_unknown_order_is_an_error(settings: Settings) -> Non
         flashsale(settings, "order", "cancel", "--order-id", "no-such-order")
 
 
-def test_sale_status_shows_what_the_events_counted_beside_the_database(settings: Settings, store: Store, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_sale_status_shows_what_the_events_counted_beside_the_database(
+    settings: Settings, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
     sku = f"phone-{uuid.uuid4().hex[:6]}"
     store.create_sale(sku, 3, 1, None)
     store.place_order(sku, "ada", 1)

@@ -117,7 +117,7 @@ def test_a_database_that_does_not_answer_makes_a_function_unready(
     (tmp_path / "a-directory").mkdir()  # not a database file: opening it fails
     context.reset(make_settings(tmp_path, redis_url, keys, DATABASE_URL=f"sqlite:///{tmp_path / 'a-directory'}"))
     unready = function_client(function).get("/readyz")
-    assert unready.status_code == 503 and unready.json["checks"]["database"].startswith("error")
+    assert unready.status_code == 503 and unready.get_json()["checks"]["database"].startswith("error")
 
 
 @pytest.mark.parametrize(("function", "key"), [("auth", "signing_key"), ("order", "public_key")])
@@ -127,5 +127,5 @@ def test_a_key_that_cannot_be_read_makes_its_function_unready(
     missing = str(tmp_path / "no-such-key.pem")
     ctx = context.reset(make_settings(tmp_path, redis_url, keys, JWT_PRIVATE_KEY_FILE=missing, JWT_PUBLIC_KEY_FILE=missing))
     unready = function_client(function).get("/readyz")
-    assert unready.status_code == 503 and unready.json["checks"][key].startswith("error")
+    assert unready.status_code == 503 and unready.get_json()["checks"][key].startswith("error")
     ctx.store.close()

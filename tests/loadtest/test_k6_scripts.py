@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.run import crowd_verdict, prepare_sale, run_k6, stack_env
+from ops.devstack import Stack
 from shared.settings import Settings
 from shared.store import open_store
 
@@ -20,7 +21,7 @@ SMALL = {
 }
 
 
-def test_flash_sale_script_sells_exactly_the_stock(stack, stack_settings: Settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_flash_sale_script_sells_exactly_the_stock(stack: Stack, stack_settings: Settings, tmp_path: Path) -> None:
     sku, tokens, users = prepare_sale(stack_settings, tmp_path, stock=20, buyers=80)
     env = {**stack_env(stack, sku, tokens, users), "BUYERS": "80", "START_DELAY": "1s"}
     run = run_k6("flash-sale.js", env, tmp_path / "summary.json", timeout=180)
@@ -33,7 +34,7 @@ def test_flash_sale_script_sells_exactly_the_stock(stack, stack_settings: Settin
 
 
 @pytest.mark.parametrize("script", sorted(SMALL))
-def test_script_runs_clean(stack, stack_settings: Settings, tmp_path: Path, script: str) -> None:  # type: ignore[no-untyped-def]
+def test_script_runs_clean(stack: Stack, stack_settings: Settings, tmp_path: Path, script: str) -> None:
     sku, tokens, users = prepare_sale(stack_settings, tmp_path, stock=10_000, buyers=40, per_user_limit=10_000)
     env = {**stack_env(stack, sku, tokens, users), **SMALL[script]}
     run = run_k6(script, env, tmp_path / "summary.json", timeout=180)

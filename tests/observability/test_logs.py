@@ -10,10 +10,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ops.devstack import Stack
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -31,11 +33,16 @@ def call(url: str, body: Any = None, headers: dict[str, str] | None = None) -> t
         return error.code, dict(error.headers), json.loads(error.read() or b"{}")
 
 
-def log_lines(stack, function: str) -> list[str]:  # type: ignore[no-untyped-def]
-    return (stack.log_dir / f"{function}.log").read_text(errors="replace").splitlines()
+def log_file(stack: Stack, function: str) -> Path:
+    assert stack.log_dir is not None, "the stack fixture writes each function's output to a file"
+    return stack.log_dir / f"{function}.log"
 
 
-def request_line(stack, function: str, rid: str, timeout: float = 10) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def log_lines(stack: Stack, function: str) -> list[str]:
+    return log_file(stack, function).read_text(errors="replace").splitlines()
+
+
+def request_line(stack: Stack, function: str, rid: str, timeout: float = 10) -> dict[str, Any]:
     """The access-log line of one request; the writer thread may take a moment, so poll with a deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -48,7 +55,7 @@ def request_line(stack, function: str, rid: str, timeout: float = 10) -> dict[st
         time.sleep(0.05)
 
 
-def test_the_clients_request_id_is_echoed_and_logged(stack) -> None:  # type: ignore[no-untyped-def]
+def test_the_clients_request_id_is_echoed_and_logged(stack: Stack) -> None:
     rid = f"client-{uuid.uuid4().hex}"
     status, headers, body = call(stack.url("stock") + "/stock/no-such-sku", headers={"X-Request-Id": rid})
     assert status == 404 and headers["X-Request-Id"] == rid
@@ -58,7 +65,7 @@ def test_the_clients_request_id_is_echoed_and_logged(stack) -> None:  # type: ig
     assert entry["severity"] == "INFO" and entry["time"].endswith("Z") and entry["latency_ms"] >= 0
 
 
-def test_a_traceparent_gives_the_trace_id_as_request_id(stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_traceparent_gives_the_trace_id_as_request_id(stack: Stack) -> None:
     trace_id = uuid.uuid4().hex
     traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
     status, headers, _ = call(stack.url("order") + "/healthz", headers={"traceparent": traceparent})
@@ -66,7 +73,7 @@ def test_a_traceparent_gives_the_trace_id_as_request_id(stack) -> None:  # type:
     assert request_line(stack, "order", trace_id)["route"] == "/healthz"
 
 
-def test_every_request_line_is_json(stack) -> None:  # type: ignore[no-untyped-def]
+def test_every_request_line_is_json(stack: Stack) -> None:
     rids = [f"json-{uuid.uuid4().hex}" for _ in range(5)]
     for rid in rids:
         call(stack.url("auth") + "/login", {"email": "nobody@example.com"}, {"X-Request-Id": rid})
@@ -86,7 +93,7 @@ def _is_json_object(line: str) -> bool:
         return False
 
 
-def test_no_password_token_or_hash_in_any_log_line(stack) -> None:  # type: ignore[no-untyped-def]
+def test_no_password_token_or_hash_in_any_log_line(stack: Stack) -> None:
     from shared.settings import Settings
     from shared.store import open_store
 
@@ -109,7 +116,7 @@ def test_no_password_token_or_hash_in_any_log_line(stack) -> None:  # type: igno
     assert user is not None
     password_hash = user.password_hash.decode()
     for function in ("auth", "order"):
-        text = (stack.log_dir / f"{function}.log").read_text(errors="replace")
+        text = log_file(stack, function).read_text(errors="replace")
         secrets = {
             "password": password,
             "token": token,

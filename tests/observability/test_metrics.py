@@ -6,12 +6,16 @@ import json
 from collections.abc import Callable
 
 import pytest
+from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import TestResponse
 
+from ops.devstack import RedisServer
 from ops.watch import Scrape
 from shared import metrics
 from shared.context import Context
 from tests.clients import bearer, function_client
+from tests.conftest import Mint
 
 pytestmark = pytest.mark.integration
 SKU = "obs-phone"
@@ -29,7 +33,7 @@ def counted(served_by: str, name: str, **labels: str) -> Callable[[], float]:
     return lambda: scrape(served_by).total(name, **labels)
 
 
-def buy(client, token, sku=SKU, quantity=1, key=None):  # type: ignore[no-untyped-def]
+def buy(client: FlaskClient, token: str, sku: str = SKU, quantity: int = 1, key: str | None = None) -> TestResponse:
     headers = bearer(token, **({"Idempotency-Key": key} if key else {}))
     body = json.dumps({"sku": sku, "quantity": quantity})
     return client.post("/orders", data=body, content_type="application/json", headers=headers)
@@ -51,7 +55,7 @@ def test_latency_buckets_resolve_one_millisecond_to_thirty_seconds(ctx: Context)
     assert all(b / a <= 2.5 for a, b in zip(bounds, bounds[1:-1], strict=False)), bounds
 
 
-def test_requests_are_counted_under_their_route_even_when_refused(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_requests_are_counted_under_their_route_even_when_refused(ctx: Context, mint: Mint) -> None:
     ctx.store.create_sale(SKU, 1, 1, None)
     client = function_client("order")
     sold_out = counted("order", "flashsale_http_requests_total", function="order", route="/orders", status="409")
@@ -74,7 +78,7 @@ def test_a_client_cannot_create_a_series(ctx: Context) -> None:
     assert not any("made-up" in value for _, labels in after for _, value in labels)
 
 
-def test_order_outcomes_are_counted_by_sku(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_order_outcomes_are_counted_by_sku(ctx: Context, mint: Mint) -> None:
     from datetime import UTC, datetime, timedelta
 
     ctx.store.create_sale(SKU, 2, 1, None)
@@ -135,7 +139,7 @@ def test_logins_and_password_hashing(ctx: Context) -> None:
     assert (success(), invalid(), hashes()) == (before[0] + 1, before[1] + 1, before[2] + 3)
 
 
-def test_dependency_errors(ctx: Context, redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_dependency_errors(ctx: Context, redis_server: RedisServer) -> None:
     ctx.store.create_sale(SKU, 3, 1, None)
     redis_errors = counted("stock", "flashsale_dependency_errors_total", dependency="redis")
     database_errors = counted("stock", "flashsale_dependency_errors_total", dependency="database")
@@ -144,7 +148,7 @@ def test_dependency_errors(ctx: Context, redis_server) -> None:  # type: ignore[
     assert function_client("stock").get(f"/stock/{SKU}").status_code == 200  # the database answers instead
     assert redis_errors() == before[0] + 1
     ctx.store.close()
-    ctx.store.stock_level = _failing  # type: ignore[method-assign]
+    ctx.store.stock_level = _failing
     ctx.stock._local.clear()
     ctx.redis._open_until = 0.0
     answer = function_client("stock").get(f"/stock/{SKU}")
@@ -170,7 +174,7 @@ def test_the_api_spec_documents_metrics_on_every_function(ctx: Context) -> None:
         assert function_client(function).post("/metrics").status_code == 405
 
 
-def test_metrics_off_counts_nothing(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_off_counts_nothing(ctx: Context, mint: Mint) -> None:
     """METRICS=false is for measuring what counting costs (make bench): the same requests, no counts."""
     from shared import context as context_module
 
@@ -195,5 +199,5 @@ def test_metrics_are_not_served_to_a_request_that_came_through_a_proxy(ctx: Cont
     for function in ("auth", "stock", "order", "events"):
         client = function_client(function)
         hidden = client.get("/metrics", headers=forwarded)
-        assert hidden.status_code == 404 and hidden.json["code"] == "not_found"
+        assert hidden.status_code == 404 and hidden.get_json()["code"] == "not_found"
         assert client.get("/metrics").status_code == 200

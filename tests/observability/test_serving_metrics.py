@@ -37,7 +37,7 @@ def test_a_given_metrics_dir_is_emptied_of_old_counts(tmp_path: Path) -> None:
     assert chosen == tmp_path and sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
-def test_without_one_each_group_gets_a_fresh_directory_removed_at_exit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_without_one_each_group_gets_a_fresh_directory_removed_at_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     first = serving.metrics_dir("order", Settings.from_env({}))
     second = serving.metrics_dir("order", Settings.from_env({}))
     assert first != second and not any(first.iterdir())
@@ -47,7 +47,7 @@ def test_without_one_each_group_gets_a_fresh_directory_removed_at_exit(monkeypat
         assert not directory.exists()
 
 
-def test_on_exit_leaves_a_chosen_directory(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_on_exit_leaves_a_chosen_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     serving.on_exit(server=None)
     assert tmp_path.exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ops.devstack import Stack
 from ops.watch import Scrape, fetch
 from shared.settings import Settings
 from tests.clients import press_buy, sale_with_buyers
@@ -17,7 +17,7 @@ from tests.clients import press_buy, sale_with_buyers
 pytestmark = [pytest.mark.integration, pytest.mark.concurrency]
 
 
-def metrics_dir(stack, function: str) -> Path:  # type: ignore[no-untyped-def]
+def metrics_dir(stack: Stack, function: str) -> Path:
     """The directory shared.serving gave the function's gunicorn (the master is the process the stack started)."""
     environ = Path(f"/proc/{stack.processes[function].pid}/environ")
     if not environ.exists():
@@ -30,7 +30,7 @@ def healthz_count(scrape: Scrape) -> float:
     return scrape.total("flashsale_http_requests_total", function="stock", route="/healthz", status="200")
 
 
-def test_every_scrape_answers_the_whole_process_group(stack) -> None:  # type: ignore[no-untyped-def]
+def test_every_scrape_answers_the_whole_process_group(stack: Stack) -> None:
     url = stack.url("stock")
     before = healthz_count(fetch(url))
     requests = 300
@@ -44,14 +44,14 @@ def test_every_scrape_answers_the_whole_process_group(stack) -> None:  # type: i
         list(pool.map(ping, range(requests)))
 
     files = list(metrics_dir(stack, "stock").glob("counter_*.db"))
-    pids = {int(re.fullmatch(r"counter_(\d+)\.db", f.name).group(1)) for f in files}  # type: ignore[union-attr]
+    pids = {int(f.name.removeprefix("counter_").removesuffix(".db")) for f in files}
     assert len(pids) >= 2, f"only one worker kept counts: {files}"
     # Whichever worker answers the scrape, it reports the sum of both.
     for _ in range(10):
         assert healthz_count(fetch(url)) == before + requests
 
 
-def test_confirmed_orders_scraped_equal_the_database_sold_count(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def test_confirmed_orders_scraped_equal_the_database_sold_count(stack: Stack, stack_settings: Settings) -> None:
     """The issue's done-when: after a crowd, sum(flashsale_orders_total{outcome="confirmed"}) == sold, exactly."""
     sale = sale_with_buyers(stack_settings, "watch", stock=60, buyers=200)
     store, sku, tokens = sale.store, sale.sku, sale.tokens

@@ -21,7 +21,7 @@ from shared import tracing
 from shared.settings import Settings
 from shared.store import open_store
 from shared.tokens import TokenSigner
-from tests.observability.test_logs import request_line
+from tests.observability.test_logs import log_file, request_line
 
 pytestmark = pytest.mark.integration
 
@@ -100,11 +100,11 @@ def get(url: str, headers: dict[str, str]) -> int:
         return error.code
 
 
-def test_the_default_stack_exports_no_spans(stack) -> None:  # type: ignore[no-untyped-def]
+def test_the_default_stack_exports_no_spans(stack: Stack) -> None:
     trace_id = uuid.uuid4().hex
     assert get(stack.url("order") + "/orders", {"traceparent": f"00-{trace_id}-{'1' * 16}-01"}) == 401
     request_line(stack, "order", trace_id)  # the request is over and logged
-    assert spans(stack.log_dir / "order.log") == []
+    assert spans(log_file(stack, "order")) == []
 
 
 def test_a_placed_order_continues_the_callers_trace_and_hands_it_on(traced_order: Stack, sink: Sink) -> None:
@@ -125,7 +125,7 @@ def test_a_placed_order_continues_the_callers_trace_and_hands_it_on(traced_order
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 201 and response.headers["X-Request-Id"] == trace_id
 
-    log = traced_order.log_dir / "order.log"
+    log = log_file(traced_order, "order")
 
     def server_span() -> dict[str, Any] | None:
         mine = [s for s in spans(log) if s["context"]["trace_id"] == f"0x{trace_id}" and s["kind"] == "SpanKind.SERVER"]
@@ -154,7 +154,7 @@ def test_probes_and_scrapes_are_not_traced(traced_order: Stack) -> None:
     # A traced request after them: once its span is out, theirs would be too (one exporter, in order).
     after = uuid.uuid4().hex
     assert get(traced_order.url("order") + "/orders", {"traceparent": f"00-{after}-{'1' * 16}-01"}) == 401
-    log = traced_order.log_dir / "order.log"
+    log = log_file(traced_order, "order")
     wait_for(lambda: [s for s in spans(log) if s["context"]["trace_id"] == f"0x{after}"])
     assert not [s for s in spans(log) if s["context"]["trace_id"] == f"0x{probed}"]
 

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from ops.devstack import Stack
 from ops.watch import Scrape, quantile
 from shared.settings import Settings
 from shared.store import open_store
@@ -70,7 +71,7 @@ def test_a_second_frame_shows_rates_and_the_recent_p99(monkeypatch: pytest.Monke
 
 
 @pytest.mark.integration
-def test_once_shows_the_sale_against_the_stack(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def test_once_shows_the_sale_against_the_stack(stack: Stack, stack_settings: Settings) -> None:
     sale = sale_with_buyers(stack_settings, "watched", stock=3, buyers=5)
     sku = sale.sku
     statuses = [press_buy(stack.url("order"), token, sku, "k")[0] for token in sale.tokens]
@@ -88,7 +89,7 @@ def test_once_shows_the_sale_against_the_stack(stack, stack_settings: Settings) 
 
 
 @pytest.mark.integration
-def test_once_says_so_when_the_order_function_does_not_answer(stack, stack_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def test_once_says_so_when_the_order_function_does_not_answer(stack: Stack, stack_settings: Settings) -> None:
     sku = f"quiet-{uuid.uuid4().hex[:6]}"
     open_store(stack_settings).create_sale(sku, 3, 1, None)
     env = {**os.environ, **stack.env, "COLUMNS": "100"}

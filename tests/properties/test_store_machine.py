@@ -18,6 +18,7 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from unittest import mock
 
 import mongomock
@@ -34,6 +35,7 @@ from shared.store.mongo import MongoStore
 from shared.store.sqlite import SqliteStore
 from tests import openapi
 from tests.clients import bearer, function_client
+from tests.conftest import Mint
 
 SKU = "phone"
 USERS = st.sampled_from(["ada", "bob", "cy", "di"])
@@ -82,7 +84,7 @@ class StoreMachine(RuleBasedStateMachine):
     def available(self) -> int:
         return self.total - sum(self.held.values()) - self.orphans
 
-    def _place(self, user: str, quantity: int, key: str | None):  # type: ignore[no-untyped-def]
+    def _place(self, user: str, quantity: int, key: str | None) -> PlacedOrder:
         return self.store.place_order(SKU, user, quantity, idempotency_key=key, request_hash=request_fingerprint(SKU, quantity))
 
     # rules ----------------------------------------------------------------
@@ -230,7 +232,7 @@ TestMongoStoreMachine.settings = MACHINE_SETTINGS
 
 
 @pytest.mark.integration
-def test_a_cancelled_order_keeps_its_tickets(ctx: Context, mint) -> None:  # type: ignore[no-untyped-def]
+def test_a_cancelled_order_keeps_its_tickets(ctx: Context, mint: Mint) -> None:
     """What the machine found on SQLite: a cancelled order came back without tickets, and GET /orders broke on it."""
     ctx.store.create_sale(SKU, 2, 1, None)
     user_id, token = mint()
@@ -246,7 +248,7 @@ def test_a_cancelled_order_keeps_its_tickets(ctx: Context, mint) -> None:  # typ
     assert shown["status"] == "cancelled" and shown["ticket"] == first.ticket
 
 
-def test_an_older_database_file_gains_the_cancelled_tickets_column(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_older_database_file_gains_the_cancelled_tickets_column(tmp_path: Path) -> None:
     import sqlite3
 
     from shared.store.sqlite import SCHEMA

@@ -14,11 +14,13 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import bcrypt
 import pytest
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from shared import context
 from shared.accounts import Accounts
@@ -34,7 +36,7 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def auth(tmp_path: Path, redis_url: str, keys: tuple[Path, Path]):  # type: ignore[no-untyped-def]
+def auth(tmp_path: Path, redis_url: str, keys: tuple[Path, Path]) -> Iterator[FlaskClient]:
     settings = make_settings(tmp_path, redis_url, keys, BCRYPT_ROUNDS="8", LOGIN_RATE_PER_ACCOUNT="0", LOGIN_RATE_PER_ADDRESS="0")
     ctx = context.reset(settings)
     client = function_client("auth")
@@ -43,7 +45,7 @@ def auth(tmp_path: Path, redis_url: str, keys: tuple[Path, Path]):  # type: igno
     ctx.store.close()
 
 
-def post(client, path: str, body: Mapping[str, object]):  # type: ignore[no-untyped-def]
+def post(client: FlaskClient, path: str, body: Mapping[str, object]) -> TestResponse:
     return client.post(path, data=json.dumps(body), content_type="application/json")
 
 
@@ -51,7 +53,7 @@ WRONG_PASSWORD = {"email": "ada@example.com", "password": "wrong horse battery"}
 UNKNOWN_EMAIL = {"email": "nobody@example.com", "password": "wrong horse battery"}
 
 
-def timing_gap(client) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+def timing_gap(client: FlaskClient) -> tuple[float, float, float]:
     """Relative gap between the medians of the two failures, and the medians (seconds)."""
     for body in (WRONG_PASSWORD, UNKNOWN_EMAIL):  # warm up: the dummy hash is made on first use
         post(client, "/login", body)
@@ -67,19 +69,19 @@ def timing_gap(client) -> tuple[float, float, float]:  # type: ignore[no-untyped
     return abs(wrong - unknown) / max(wrong, unknown), wrong, unknown
 
 
-def test_unknown_email_and_wrong_password_get_the_same_answer(auth) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_email_and_wrong_password_get_the_same_answer(auth: FlaskClient) -> None:
     wrong = post(auth, "/login", WRONG_PASSWORD)
     unknown = post(auth, "/login", UNKNOWN_EMAIL)
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.get_data() == unknown.get_data()
 
-    def shown(response) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    def shown(response: TestResponse) -> list[tuple[str, str]]:
         return sorted((k, v) for k, v in response.headers.items() if k != "X-Request-Id")
 
     assert shown(wrong) == shown(unknown)
 
 
-def test_unknown_email_and_wrong_password_take_the_same_time(auth) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_email_and_wrong_password_take_the_same_time(auth: FlaskClient) -> None:
     results = []
     for _ in range(MEASUREMENTS):
         gap, wrong, unknown = timing_gap(auth)
@@ -91,7 +93,7 @@ def test_unknown_email_and_wrong_password_take_the_same_time(auth) -> None:  # t
     assert min(wrong, unknown) > 0.003, f"no bcrypt check seems to run at cost 8: {results[-1]}"
 
 
-def test_the_timing_check_catches_a_cheap_dummy_hash(auth, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_timing_check_catches_a_cheap_dummy_hash(auth: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The measurement can fail: a dummy hash of cost 4 (16 times cheaper) must show."""
     monkeypatch.setattr(Accounts, "_dummy_hash", bcrypt.hashpw(b"flashsale-dummy-password", bcrypt.gensalt(4)))
     gap, wrong, unknown = timing_gap(auth)

@@ -11,10 +11,14 @@ import http.client
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
+from ops.devstack import Stack
 from shared import context
 from shared.context import Context
 from tests.clients import function_client
@@ -24,12 +28,12 @@ pytestmark = pytest.mark.integration
 CREDENTIALS = {"email": "ada@example.com", "password": "correct horse battery"}
 
 
-def post(client, path: str, body: object, content_type: str = "application/json"):  # type: ignore[no-untyped-def]
+def post(client: FlaskClient, path: str, body: object, content_type: str = "application/json") -> TestResponse:
     data = body if isinstance(body, bytes) else json.dumps(body)
     return client.post(path, data=data, content_type=content_type)
 
 
-ANSWERS: dict[str, Callable] = {  # type: ignore[type-arg]
+ANSWERS: dict[str, Callable[[FlaskClient], TestResponse]] = {
     "register 201": lambda c: post(c, "/register", {"email": "new@example.com", "password": "correct horse battery"}),
     "register 400": lambda c: post(c, "/register", {"email": "not-an-email", "password": "correct horse battery"}),
     "register 409": lambda c: post(c, "/register", CREDENTIALS),
@@ -46,14 +50,14 @@ ANSWERS: dict[str, Callable] = {  # type: ignore[type-arg]
 
 
 @pytest.fixture
-def auth(ctx: Context):  # type: ignore[no-untyped-def]
+def auth(ctx: Context) -> FlaskClient:
     client = function_client("auth")
     assert post(client, "/register", CREDENTIALS).status_code == 201
     return client
 
 
 @pytest.mark.parametrize("answer", sorted(ANSWERS))
-def test_every_auth_answer_is_no_store(auth, answer: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_auth_answer_is_no_store(auth: FlaskClient, answer: str) -> None:
     response = ANSWERS[answer](auth)
     assert response.status_code == int(answer.rsplit(" ", 1)[1]), response.get_data(as_text=True)
     assert response.headers.get("Cache-Control") == "no-store"
@@ -80,18 +84,18 @@ def test_unready_and_internal_errors_are_no_store(tmp_path: Path, keys: tuple[Pa
     unready = client.get("/readyz")
     assert unready.status_code == 503 and unready.headers.get("Cache-Control") == "no-store"
 
-    def explode(*args: object, **kwargs: object) -> None:
+    def explode(*args: object, **kwargs: object) -> NoReturn:
         raise RuntimeError("boom")
 
-    ctx.accounts.login = explode  # type: ignore[method-assign,assignment]
+    ctx.accounts.login = explode
     broken = post(client, "/login", CREDENTIALS)
     assert broken.status_code == 500 and broken.headers.get("Cache-Control") == "no-store"
 
 
-def test_the_public_key_set_is_the_one_cacheable_answer(auth) -> None:  # type: ignore[no-untyped-def]
+def test_the_public_key_set_is_the_one_cacheable_answer(auth: FlaskClient) -> None:
     jwks = auth.get("/.well-known/jwks.json")
     assert jwks.status_code == 200 and jwks.headers["Cache-Control"].startswith("public")
-    assert set(jwks.json) == {"keys"} and all(set(k) == {"kty", "crv", "x", "kid", "alg", "use"} for k in jwks.json["keys"])
+    assert set(jwks.get_json()) == {"keys"} and all(set(k) == {"kty", "crv", "x", "kid", "alg", "use"} for k in jwks.get_json()["keys"])
 
 
 @pytest.mark.parametrize(
@@ -103,7 +107,7 @@ def test_the_public_key_set_is_the_one_cacheable_answer(auth) -> None:  # type: 
         ("DELETE", "/login", None, 405),
     ],
 )
-def test_no_store_survives_real_gunicorn(stack, method: str, path: str, body: object, status: int) -> None:  # type: ignore[no-untyped-def]
+def test_no_store_survives_real_gunicorn(stack: Stack, method: str, path: str, body: object, status: int) -> None:
     """Nothing between the function and the client (gunicorn, functions-framework) drops the header."""
     parts = urlsplit(stack.url("auth"))
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)

@@ -14,8 +14,8 @@ POD = Pods(capacity_rps=1000, service_seconds=0.1, start_seconds=(5.0, 15.0))
 ONE_SECOND_CROWD = Crowd(rate=10_000, seconds=1)  # 10,000 buyers in the same second: 10 pods keep up
 
 
-def scaler(min_scale: int, max_scale: int = 40, **overrides: float) -> Autoscaler:
-    return Autoscaler(target=100, utilization=0.7, min_scale=min_scale, max_scale=max_scale, **overrides)
+def scaler(min_scale: int, max_scale: int = 40, max_scale_up_rate: float = Autoscaler.max_scale_up_rate) -> Autoscaler:
+    return Autoscaler(target=100, utilization=0.7, min_scale=min_scale, max_scale=max_scale, max_scale_up_rate=max_scale_up_rate)
 
 
 def desired_after(crowd: Crowd, pods: Pods, autoscaler: Autoscaler, seconds: float) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def test_concurrent_callers_share_transactions(store: SqliteStore) -> None:
     counting = Counting(store)
     batcher = OrderBatcher(counting, max_wait_s=0.05, max_size=64)
     users = [f"u{i}" for i in range(40)]
-    answers = at_once({u: lambda u=u: buy(batcher, u) for u in users})  # type: ignore[misc]
+    answers = at_once({u: partial(buy, batcher, u) for u in users})
     assert sum(counting.batches) == 40
     assert len(counting.batches) < 40, counting.batches  # fewer transactions than orders: batching happened
     assert all(isinstance(a, PlacedOrder) and a.order.user_id == u for u, a in answers.items())
@@ -93,7 +94,7 @@ def test_a_full_batch_is_written_without_waiting(store: SqliteStore) -> None:
     counting = Counting(store)
     batcher = OrderBatcher(counting, max_wait_s=60, max_size=4)
     started = time.monotonic()
-    answers = at_once({f"u{i}": lambda i=i: buy(batcher, f"u{i}") for i in range(8)})  # type: ignore[misc]
+    answers = at_once({f"u{i}": partial(buy, batcher, f"u{i}") for i in range(8)})
     assert time.monotonic() - started < 10
     assert counting.batches == [4, 4]
     assert all(isinstance(a, PlacedOrder) for a in answers.values())
@@ -124,7 +125,7 @@ def test_one_callers_sold_out_does_not_fail_the_others(store: SqliteStore) -> No
     store.create_sale("phone", 5, 1, None)
     counting = Counting(store)
     batcher = OrderBatcher(counting, max_wait_s=0.05, max_size=64)
-    answers = at_once({f"u{i}": lambda i=i: buy(batcher, f"u{i}") for i in range(12)})  # type: ignore[misc]
+    answers = at_once({f"u{i}": partial(buy, batcher, f"u{i}") for i in range(12)})
     placed = {u: a for u, a in answers.items() if isinstance(a, PlacedOrder)}
     assert len(placed) == 5 and all(a.order.user_id == u for u, a in placed.items())
     assert all(isinstance(a, SoldOut) for u, a in answers.items() if u not in placed)
