@@ -202,6 +202,14 @@ def render(out: Path) -> int:
     return 0
 
 
+def keep_logs(scratch: Path, logs: Path) -> None:
+    """Every server's log (gunicorn's own lines: a worker that restarted or timed out, and the access lines) beside the report."""
+    for log in sorted(scratch.rglob("logs/*.log")):
+        target = logs / log.relative_to(scratch).as_posix().replace("/logs/", "-").replace("/", "-")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.render:
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             bench.note(f"the run stopped early: {type(exc).__name__}: {exc}")
             traceback.print_exc()
+        keep_logs(Path(scratch), out / "logs")
     results.meta["duration_s"] = round(time.monotonic() - started)
     results.meta["machine"]["load_average_end"] = load_average()
     drawn = charts.draw(results, out)

@@ -1,57 +1,84 @@
 """Logging: one JSON object a line on stdout (the shape Knative's and Cloud
 Logging's collectors parse), or plain text for a person at a terminal.
 
-Records go through a queue to a writer thread, so a slow stdout never holds
-up a request. Under gevent that thread, its queue and its lock are the real
+A line is formatted where it is logged and handed to a writer thread, which
+writes every line waiting in one ``write`` about twenty times a second: a
+request pays for formatting its line and one ``deque.append``, never for a
+system call, a lock or waking another thread. A slow stdout never holds up
+a request. Under gevent that thread and its lock are the real
 operating-system ones, not the monkey-patched greenlet versions: a greenlet
 writing to a full pipe would stop every request in the worker.
+
+The access line of each answer (shared/http.py) skips the ``logging``
+module's record and goes straight to :func:`line`, in the same format.
+
+What is lost: a process killed with SIGKILL loses the lines of its last
+flush interval (at most :data:`FLUSH_SECONDS`); a normal exit writes them.
 """
 
 from __future__ import annotations
 
 import _thread
 import atexit
+import collections
 import json
 import logging
-import logging.handlers
 import os
-import queue
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from shared.settings import Settings
 
+FLUSH_SECONDS = 0.05  # lines reach stdout within this; one write each time, however many lines
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-_listener: _Writer | None = None
+_writer: _Writer | None = None
+_format: Callable[[float, str, str, str, dict[str, Any]], str] | None = None
 _pid = 0
+
+
+def json_line(created: float, severity: str, message: str, logger: str, fields: dict[str, Any]) -> str:
+    entry: dict[str, Any] = {
+        "time": datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z"),
+        "severity": severity,
+        "message": message,
+        "logger": logger,
+    }
+    entry.update(fields)
+    return json.dumps(entry, default=str)
+
+
+def text_line(created: float, severity: str, message: str, logger: str, fields: dict[str, Any]) -> str:
+    extras = " ".join(f"{k}={v}" for k, v in fields.items())
+    return f"{datetime.fromtimestamp(created).strftime('%H:%M:%S')} {severity:<7} {message} {extras}".rstrip()
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What a caller passed as ``extra``."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
-            "severity": record.levelname,
-            "message": record.getMessage(),
-            "logger": record.name,
-        }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        fields = _fields(record)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line(record.created, record.levelname, record.getMessage(), record.name, fields)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_"))
-        line = f"{datetime.fromtimestamp(record.created).strftime('%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
-        return f"{line} {extras}".rstrip()
+        text = text_line(record.created, record.levelname, record.getMessage(), record.name, _fields(record))
+        if record.exc_info:
+            text = f"{text}\n{self.formatException(record.exc_info)}"
+        return text
 
 
-def _os_primitives() -> tuple[Any, Any, Any, Any]:
-    """start_new_thread, allocate_lock, RLock and SimpleQueue as the operating system has them, gevent or not.
+def _os_primitives() -> tuple[Any, Any]:
+    """start_new_thread and allocate_lock as the operating system has them, gevent or not.
 
     From ``_thread``, not ``threading``: under gevent even the original
     ``threading.Thread`` starts a greenlet, because it calls the patched
@@ -60,57 +87,106 @@ def _os_primitives() -> tuple[Any, Any, Any, Any]:
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("threading"):
         original = monkey.get_original
-        return (
-            original("_thread", "start_new_thread"),
-            original("_thread", "allocate_lock"),
-            original("_thread", "RLock"),
-            original("queue", "SimpleQueue"),
-        )
-    return _thread.start_new_thread, _thread.allocate_lock, _thread.RLock, queue.SimpleQueue
+        return original("_thread", "start_new_thread"), original("_thread", "allocate_lock")
+    return _thread.start_new_thread, _thread.allocate_lock
 
 
 class _Writer:
-    """Drains the queue into the handler on an operating-system thread."""
+    """Writes the lines waiting, all in one write, every FLUSH_SECONDS, on an operating-system thread."""
 
-    def __init__(self, handler: logging.Handler) -> None:
-        self._start_thread, allocate_lock, rlock, simple_queue = _os_primitives()
-        handler.lock = rlock()  # taken by the writer thread only, and at exit
-        self.handler = handler
-        self.records: queue.SimpleQueue[logging.LogRecord | None] = simple_queue()
+    def __init__(self, stream: TextIO) -> None:
+        self._start_thread, allocate_lock = _os_primitives()
+        self.stream = stream
+        self.lines: collections.deque[str] = collections.deque()  # append and popleft are atomic: no lock to take
+        self._stop = allocate_lock()  # held while running; released to stop, which also ends the current wait
         self._done = allocate_lock()
 
     def start(self) -> None:
+        self._stop.acquire()
         self._done.acquire()
         self._start_thread(self._drain, ())
 
     def stop(self) -> None:
-        """Write what is queued, then end (at exit)."""
-        self.records.put(None)
-        if self._done.acquire(timeout=5):
-            self._done.release()
+        """Write what is waiting, then end (at exit)."""
+        if self._stop.locked():
+            self._stop.release()
+            if self._done.acquire(timeout=5):
+                self._done.release()
 
     def _drain(self) -> None:
         try:
-            while (record := self.records.get()) is not None:
-                try:
-                    self.handler.handle(record)
-                except Exception:  # a record that cannot be written must not stop the writer
-                    self.handler.handleError(record)
+            stopping = False
+            while not stopping:
+                stopping = self._stop.acquire(timeout=FLUSH_SECONDS)
+                self._flush()
         finally:
             self._done.release()
+
+    def _flush(self) -> None:
+        batch: list[str] = []
+        popleft = self.lines.popleft
+        try:
+            while True:
+                batch.append(popleft())
+        except IndexError:
+            pass
+        if not batch:
+            return
+        try:
+            self.stream.write("".join(batch))
+            self.stream.flush()
+        except Exception:  # lines that cannot be written must not stop the writer
+            try:
+                os.write(2, f"flashsale: {len(batch)} log lines could not be written to stdout\n".encode())
+            except OSError:
+                pass
+
+
+class _LineHandler(logging.Handler):
+    """Formats a record in the caller's thread and hands the line to the writer."""
+
+    def __init__(self, writer: _Writer) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock: formatting touches only the record, and the writer's deque is thread-safe.
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.lines.append(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def line(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
+    """One INFO line for ``logger`` with ``fields``, as ``logger.info(message, extra=fields)`` would write it,
+    without the logging module's record, handler and formatter in between (the access line, once per answer).
+    The caller checks ``logger.isEnabledFor(logging.INFO)``."""
+    writer, format_line = _writer, _format
+    if writer is None or format_line is None:  # logging not configured here: the logging module decides
+        logger.info(message, extra=fields)
+        return
+    writer.lines.append(format_line(time.time(), "INFO", message, logger.name, fields) + "\n")
 
 
 def configure(settings: Settings) -> None:
     """Idempotent: the first call in each process wins (a forked worker starts its own writer)."""
-    global _listener, _pid
-    if _listener is not None and _pid == os.getpid():
+    global _writer, _format, _pid
+    if _writer is not None and _pid == os.getpid():
         return
     _pid = os.getpid()
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
-    _listener = _Writer(handler)
-    _listener.start()
-    atexit.register(_listener.stop)
+    json_format = settings.log_format == "json"
+    writer = _Writer(sys.stdout)
+    handler = _LineHandler(writer)
+    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
+    writer.start()
+    atexit.register(writer.stop)
+    _writer, _format = writer, (json_line if json_format else text_line)
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(_listener.records)]
+    root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
