@@ -17,8 +17,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Request, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request as BareRequest
 
+from shared import logs
 from shared.errors import (
     FlashsaleError,
     InvalidRequest,
@@ -40,8 +44,8 @@ Shortcut = Callable[..., "Ready | None"]  # (request, **route parameters); may r
 S = TypeVar("S", bound=Shortcut)
 ReadinessCheck = Callable[[], str | None]  # None: ok; a string: still ready, reported as it is; raising: not ready
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}\Z")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -177,6 +181,9 @@ class AccessSampler:
         return since
 
 
+PROBES = ("/healthz", "/readyz")
+
+
 @dataclass
 class Router:
     """Dispatches one function's routes; every function also answers /healthz and /readyz."""
@@ -187,13 +194,15 @@ class Router:
     on_error: list[Callable[[Exception], None]] = field(default_factory=list)  # every error that became a problem answer
     sampler: AccessSampler | None = None  # from the process's settings at the first request, unless set
     _shortcuts: list[_Shortcut] = field(default_factory=list)
-    _routes: list[tuple[str, re.Pattern[str], str, Handler]] = field(default_factory=list)
+    _handlers: dict[str, tuple[str, Handler]] = field(default_factory=dict)  # endpoint: (pattern, handler)
+    # werkzeug's matching: a GET route answers HEAD too, and a path another method owns is a 405 with Allow.
+    _map: Map = field(default_factory=lambda: Map([Rule(probe, methods=["GET"], endpoint=probe) for probe in PROBES]))
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
-        regex = _compile(pattern)
-
         def register(handler: Handler) -> Handler:
-            self._routes.append((method, regex, pattern, handler))
+            endpoint = f"{method} {pattern}"
+            self._map.add(Rule(pattern, methods=[method], endpoint=endpoint))
+            self._handlers[endpoint] = (pattern, handler)
             return handler
 
         return register
@@ -239,7 +248,7 @@ class Router:
             }
             if stands_for > 1:
                 extra["sampled"] = stands_for
-            log.info("%s %s %s", method, route, status, extra=extra)
+            logs.line(log, f"{method} {route} {status}", extra)
         for observe in self.observers:
             observe(method, route, status, elapsed)
 
@@ -278,13 +287,17 @@ class Router:
 
         def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
             method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
-            if not path.isascii():  # WSGI's latin-1 path: leave anything else to werkzeug's decoding
-                return app(environ, start_response)
+            if not path.isascii():  # WSGI's latin-1 path, decoded as werkzeug decodes it
+                path = path.encode("latin-1", "replace").decode("utf-8", "replace")
+            # A GET shortcut answers HEAD too, without the body: functions-framework's own route
+            # (Flask's "path" converter) matches no line break, so what it saw would be a 404, not
+            # the route's answer (a sku with a line break is a 400, docs/openapi.yaml).
+            wanted = "GET" if method == "HEAD" else method
             for shortcut in self._shortcuts:
-                if shortcut.method == method and (match := shortcut.regex.match(path)):
+                if shortcut.method == wanted and (match := shortcut.regex.match(path)):
                     answer = self._shortcut(shortcut, match.groupdict(), environ, start_response)
                     if answer is not None:
-                        return answer
+                        return [b""] if method == "HEAD" else answer
                     break
             return app(environ, start_response)
 
@@ -328,23 +341,17 @@ class Router:
 
     def _match(self, request: Request) -> tuple[str, Callable[[], Response]]:
         path = request.path.rstrip("/") or "/"
-        if path in PROBES:
-            if request.method not in {"GET", "HEAD"}:
-                raise MethodNotAllowed("use GET or HEAD", headers={"Allow": "GET, HEAD"})
-            return path, (lambda: json_response({"status": "ok"})) if path == "/healthz" else self._ready
-        allowed: set[str] = set()
-        for method, regex, pattern, handler in self._routes:
-            match = regex.match(path)
-            if match is None:
-                continue
-            if method != request.method and not (method == "GET" and request.method == "HEAD"):
-                allowed.update({method, "HEAD"} if method == "GET" else {method})
-                continue
-            return pattern, functools.partial(handler, request, **match.groupdict())
-        if allowed:
-            error = MethodNotAllowed(f"use {', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
-            raise error
-        raise NotFound(f"no route for {request.method} {path}")
+        try:
+            endpoint, params = self._map.bind("", default_method=request.method).match(path, request.method)
+        except WerkzeugMethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or ()))
+            raise MethodNotAllowed(f"use {allowed}", headers={"Allow": allowed}) from None
+        except WerkzeugNotFound:
+            raise NotFound(f"no route for {request.method} {path}") from None
+        if endpoint in PROBES:
+            return endpoint, (lambda: json_response({"status": "ok"})) if endpoint == "/healthz" else self._ready
+        pattern, handler = self._handlers[endpoint]
+        return pattern, functools.partial(handler, request, **params)
 
     def _ready(self) -> Response:
         checks: dict[str, str] = {}
@@ -360,12 +367,9 @@ class Router:
         return problem_response(Unavailable("a dependency does not answer", checks=checks))
 
 
-PROBES = ("/healthz", "/readyz")
-
-
 def _compile(pattern: str) -> re.Pattern[str]:
     """A route pattern (``/stock/<sku>``) as a regular expression with one named group per parameter."""
-    return re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$")
+    return re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + r"\Z")  # not "$", which also matches before a final line break
 
 
 def _buffer_body(environ: WSGIEnvironment, max_bytes: int) -> bytes | None:

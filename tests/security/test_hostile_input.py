@@ -14,7 +14,9 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
+from werkzeug.test import TestResponse
 
+from ops.devstack import Stack
 from shared import validation
 from shared.context import Context
 from shared.errors import InvalidRequest
@@ -23,13 +25,14 @@ from shared.store import open_store
 from shared.tokens import TokenSigner
 from tests import openapi
 from tests.clients import bearer, function_client
+from tests.conftest import Mint
 
 pytestmark = pytest.mark.integration
 SKU = "iphone-17"
 ADA = {"email": "ada@example.com", "password": "correct horse battery"}
 
 
-def send(function: str, path: str, data: bytes, content_type: str | None = "application/json", **headers: str):  # type: ignore[no-untyped-def]
+def send(function: str, path: str, data: bytes, content_type: str | None = "application/json", **headers: str) -> TestResponse:
     client = function_client(function)
     response = client.post(path, data=data, headers={**({"Content-Type": content_type} if content_type else {}), **headers})
     openapi.check(path, "POST", response.status_code, response.content_type, response.data)
@@ -58,7 +61,7 @@ def ada(ctx: Context) -> Context:
 )
 def test_login_refuses_what_register_refuses(ada: Context, body: dict[str, object]) -> None:
     response = send("auth", "/login", json.dumps(body).encode())
-    assert response.status_code == 400 and response.json["code"] == "invalid_request", response.json
+    assert response.status_code == 400 and response.get_json()["code"] == "invalid_request", response.json
 
 
 @pytest.mark.parametrize("path", ["/login", "/register"])
@@ -103,7 +106,7 @@ def test_auth_bodies(ada: Context, path: str, data: bytes, content_type: str | N
 )
 def test_unicode_and_injection_tricks_in_emails_are_refused(ctx: Context, email: str) -> None:
     response = send("auth", "/register", json.dumps({"email": email, "password": "correct horse battery"}).encode())
-    assert response.status_code == 400 and response.json["errors"][0]["field"] == "email", response.json
+    assert response.status_code == 400 and response.get_json()["errors"][0]["field"] == "email", response.json
 
 
 def test_a_kelvin_sign_folds_into_the_plain_ascii_account(ctx: Context) -> None:
@@ -113,22 +116,42 @@ def test_a_kelvin_sign_folds_into_the_plain_ascii_account(ctx: Context) -> None:
         == 201
     )
     twin = send("auth", "/register", json.dumps({"email": "\u212aate@example.com", "password": "another password"}).encode())
-    assert twin.status_code == 409 and twin.json["code"] == "email_taken"
+    assert twin.status_code == 409 and twin.get_json()["code"] == "email_taken"
 
 
 @pytest.mark.parametrize("sku", ["iphone-17\n", "iphone-17\r\n", "\niphone-17"])
-def test_a_line_break_does_not_slip_past_the_sku_pattern(ctx: Context, mint, sku: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_line_break_does_not_slip_past_the_sku_pattern(ctx: Context, mint: Mint, sku: str) -> None:
     """Python's ``$`` also matches before a final newline; the spec's pattern (ECMA) does not."""
     ctx.store.create_sale(SKU, 5, 1, None)
     response = send("order", "/orders", json.dumps({"sku": sku}).encode(), **bearer(mint()[1]))
-    assert response.status_code == 400 and response.json["errors"][0]["field"] == "sku", response.json
+    assert response.status_code == 400 and response.get_json()["errors"][0]["field"] == "sku", response.json
     with pytest.raises(InvalidRequest):
         validation.sku(sku)
 
 
 def test_a_path_with_a_line_break_is_a_problem(ctx: Context) -> None:
+    """The route takes any segment; the sku's pattern then refuses it: 400, as the spec's Sku parameter says (not 404)."""
     response = function_client("stock").get("/stock/iphone-17%0A")
-    assert response.status_code in (400, 404) and response.content_type == "application/problem+json"
+    assert response.status_code == 400 and response.content_type == "application/problem+json", response.data
+    assert response.get_json()["errors"][0]["field"] == "sku"
+    openapi.check("/stock/{sku}", "GET", response.status_code, response.content_type, response.data)
+
+
+@pytest.mark.parametrize(("method", "path"), [("HEAD", "/stock/iphone-17%0A"), ("GET", "/stock/%C3%A9%0A"), ("HEAD", "/stock/%C3%A9%0A")])
+def test_a_line_break_is_a_400_by_any_method_in_any_alphabet(ctx: Context, method: str, path: str) -> None:
+    """HEAD and a non-ASCII path took functions-framework's own route, which matches no line break: 404 where the spec says 400."""
+    response = function_client("stock").open(path, method=method)
+    assert response.status_code == 400 and response.content_type == "application/problem+json", response.data
+    assert response.data == b"" if method == "HEAD" else response.get_json()["errors"][0]["field"] == "sku"
+
+
+def test_a_path_ending_in_a_line_break_is_not_the_route(ctx: Context, mint: Mint) -> None:
+    """Python's ``$`` matches before a final line break: "/orders\n" must not place an order."""
+    ctx.store.create_sale(SKU, 5, 1, None)
+    headers = {"Content-Type": "application/json", **bearer(mint()[1])}
+    response = function_client("order").post("/orders%0A", data=json.dumps({"sku": SKU}).encode(), headers=headers)
+    assert response.status_code == 404 and response.get_json()["code"] == "not_found", response.data
+    assert ctx.store.buyer_units(SKU) == {}
 
 
 @pytest.mark.parametrize(
@@ -143,20 +166,20 @@ def test_a_path_with_a_line_break_is_a_problem(ctx: Context) -> None:
         (b"1e308", 400),
     ],
 )
-def test_json_numbers(ctx: Context, mint, quantity: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
+def test_json_numbers(ctx: Context, mint: Mint, quantity: bytes, status: int) -> None:
     """JSON has one number type: 1.0 is the integer 1 (as the spec's "integer" says), anything else out of 1..1000 is refused."""
     ctx.store.create_sale(SKU, 5, 5, None)
     user_id, token = mint()
     response = send("order", "/orders", b'{"sku": "iphone-17", "quantity": ' + quantity + b"}", **bearer(token))
     assert response.status_code == status, response.json
     if status == 201:
-        assert response.json["quantity"] == 1 and ctx.store.sale_stats(SKU).sold == 1
+        assert response.get_json()["quantity"] == 1 and ctx.store.sale_stats(SKU).sold == 1
     else:
         assert ctx.store.list_orders(user_id) == []
 
 
 @pytest.mark.parametrize(("function", "path"), [("auth", "/register"), ("order", "/orders")])
-def test_a_body_without_a_length_is_still_capped(stack, stack_settings: Settings, function: str, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_body_without_a_length_is_still_capped(stack: Stack, stack_settings: Settings, function: str, path: str) -> None:
     """Chunked transfer carries no Content-Length: the limit must hold on what is read, not on what is announced."""
     user = open_store(stack_settings).ensure_users(["chunked@test.flashsale.dev"], b"not-a-login")[0]
     token = TokenSigner(stack_settings).issue(user.user_id, user.email)[0]
