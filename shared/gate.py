@@ -122,6 +122,10 @@ class Gate:
         finally:
             self.redis.call(lambda c: c.delete(lock))
 
+    def warm(self, sku: str) -> bool:
+        """Whether the gate of ``sku`` is loaded (a rebuild under way elsewhere has finished)."""
+        return bool(self.redis.call(lambda c: c.exists(gate_key(sku))))
+
     def holders(self, sku: str) -> set[str]:
         """Every buyer the gate counts units for: admitted ones, whose orders may still be on their way, included."""
         raw = self.redis.call(lambda c: c.hkeys(buyers_key(sku)))

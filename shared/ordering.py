@@ -34,6 +34,9 @@ SALES_HELD = 10_000  # unknown skus from a client must not grow memory forever
 # inside the Redis client: the sale sells out while thousands of them wait, and
 # every one the memo now refuses is answered without a round trip.
 GATE_SLOTS = 48
+# A cold gate another worker is rebuilding: how long a press waits for it before the database decides alone.
+GATE_WARM_SECONDS = 2.0
+GATE_WARM_POLL_SECONDS = 0.02
 T = TypeVar("T")
 
 
@@ -64,6 +67,8 @@ class OrderDesk:
         self.memos = SoldOutMemos(sold_out_memo_seconds)
         self._sales: TTLCache[str, Sale | None] = TTLCache(SALES_HELD, clock=time.monotonic)  # None: no sale for that sku
         self._reading: dict[str, threading.Event] = {}  # skus one request is reading from the database now
+        self._warming: dict[str, threading.Event] = {}  # skus whose cold gate one press is rebuilding or waiting for
+        self._warmed: dict[str, bool] = {}  # how the last warming of each sku ended (real skus only: after sale())
         self._gate_slots = threading.BoundedSemaphore(GATE_SLOTS)  # gevent's, once threading is patched
         self.observers: list[Callable[[str, str], None]] = []  # (sku, outcome) for metrics
         self.on_store_error: list[Callable[[Exception], None]] = []
@@ -240,12 +245,42 @@ class OrderDesk:
         try:
             admission = self.gate.admit(sale.sku, user_id, quantity)
             if admission.verdict == "cold":
-                if self.gate.try_rebuild(self.store, sale.sku) is None:
+                if not self._warm_gate(sale.sku):
                     return None
                 admission = self.gate.admit(sale.sku, user_id, quantity)
         except RedisDown:
             return None
         return admission if admission.verdict in {"admitted", "sold_out", "limit_reached"} else None
+
+    def _warm_gate(self, sku: str) -> bool:
+        """Whether the cold gate of ``sku`` is warm again, rebuilt by this press or by another worker meanwhile.
+
+        A crowd meets a cold gate at once (a sale's first press, Redis
+        restarted): without the wait, every press but the rebuilder's went to
+        the database alone, and in the benchmark hundreds of them queued on the
+        worker's one database thread for up to 8 s. One press per worker
+        rebuilds or waits for the worker that does, at most GATE_WARM_SECONDS;
+        the others wait for that press. Then the database decides alone, as
+        when Redis is down.
+        """
+        warming = self._warming.get(sku)
+        if warming is not None:
+            warming.wait(GATE_WARM_SECONDS)
+            return self._warmed.get(sku, False)
+        self._warming[sku] = done = threading.Event()
+        warm = False
+        try:
+            if self.gate.try_rebuild(self.store, sku) is not None:
+                warm = True
+            else:
+                deadline = time.monotonic() + GATE_WARM_SECONDS
+                while not (warm := self.gate.warm(sku)) and time.monotonic() < deadline:
+                    time.sleep(GATE_WARM_POLL_SECONDS)  # gevent's sleep, once time is patched
+        finally:
+            self._warmed[sku] = warm
+            del self._warming[sku]
+            done.set()
+        return warm
 
     def _gate_overcounts(self, sale: Sale, user_id: str, quantity: int, idempotency_key: str | None) -> bool:
         """Whether a ``limit_reached`` from the gate may be wrong.

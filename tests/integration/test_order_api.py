@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import redis as redis_lib
@@ -17,6 +18,7 @@ from werkzeug.test import TestResponse
 from shared import context as context_module
 from shared.context import Context
 from shared.gate import gate_key
+from shared.store import open_store
 from tests import openapi
 from tests.clients import bearer, function_client
 from tests.conftest import Mint
@@ -207,3 +209,52 @@ def test_a_database_failure_after_admission_gives_the_unit_back(ctx: Context, mi
     ctx.store.place_orders = real
     assert buy(client, mint()[1]).status_code == 201
     assert ctx.store.sale_stats(SKU).sold == 1
+
+
+def test_a_press_on_a_cold_gate_another_worker_rebuilds_waits_for_the_gate(ctx: Context, mint: Mint) -> None:
+    """Not the database alone: in a crowd, every press but the rebuilder's queued on the one database thread."""
+    ctx.store.create_sale(SKU, 3, 1, None)
+    redis = redis_lib.Redis.from_url(ctx.settings.redis_url)
+    redis.delete(gate_key(SKU))
+    redis.set(f"fs:{{{SKU}}}:gate:rebuild", "1", px=5000)  # another worker holds the rebuild
+    rebuilt: list[float] = []
+    written: list[float] = []
+    real = ctx.store.place_orders
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        written.append(time.monotonic())
+        return real(*args, **kwargs)
+
+    def other_worker() -> None:
+        time.sleep(0.3)
+        store = open_store(ctx.settings)
+        try:
+            ctx.gate.rebuild(store, SKU)
+        finally:
+            store.close()
+        rebuilt.append(time.monotonic())
+        redis.delete(f"fs:{{{SKU}}}:gate:rebuild")
+
+    ctx.store.place_orders = recorded
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    try:
+        assert buy(function_client("order"), mint()[1]).status_code == 201
+    finally:
+        thread.join()
+    assert rebuilt and written and written[0] >= rebuilt[0], "the press went to the database while the gate was cold"
+    assert redis.hget(gate_key(SKU), "remaining") == b"2"  # the gate counted the press
+
+
+def test_a_cold_gate_nobody_rebuilds_leaves_the_press_to_the_database(ctx: Context, mint: Mint, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import ordering
+
+    monkeypatch.setattr(ordering, "GATE_WARM_SECONDS", 0.2)
+    ctx.store.create_sale(SKU, 3, 1, None)
+    redis = redis_lib.Redis.from_url(ctx.settings.redis_url)
+    redis.delete(gate_key(SKU))
+    redis.set(f"fs:{{{SKU}}}:gate:rebuild", "1", px=5000)  # held by a worker that died
+    started = time.monotonic()
+    assert buy(function_client("order"), mint()[1]).status_code == 201
+    assert 0.2 <= time.monotonic() - started < 2.0
+    assert ctx.store.sale_stats(SKU).sold == 1 and not redis.exists(gate_key(SKU))
