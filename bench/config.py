@@ -43,8 +43,9 @@ class Config:
     # the functions' settings (knative/config.yaml), except the login rate limits: all of k6 is one address
     bcrypt_rounds: int = 12
     log_level: str = "INFO"
-    # a py-spy profile for each missed target
+    # a py-spy profile for each missed target; with profile_always, for every target (development)
     profile: bool = True
+    profile_always: bool = False
 
     @classmethod
     def quick_run(cls, **overrides: Any) -> Config:

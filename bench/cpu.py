@@ -35,6 +35,7 @@ class CpuUse:
     wall_s: float = 0.0
     workers_s: float = 0.0  # the gunicorn group serving the load (master and workers)
     workers_kernel_s: float = 0.0  # of which in the kernel: system calls, the loopback network stack, fsync
+    workers_threads_s: float = 0.0  # of which on the workers' other threads: the log writer, the database thread
     k6_s: float = 0.0
     redis_s: float = 0.0
     machine_s: float = 0.0  # every CPU's busy time (user, nice, system, irq, softirq, steal)
@@ -66,6 +67,22 @@ def process_seconds(pid: int) -> tuple[float, float]:
     # After the command's closing parenthesis: field 3 (state) is fields[0], so utime (14) and stime (15) are [11] and [12].
     user, kernel = int(fields[11]) / TICKS, int(fields[12]) / TICKS
     return user + kernel, kernel
+
+
+def thread_seconds(pid: int) -> float:
+    """CPU seconds of ``pid``'s threads other than its main one (0 once it is gone)."""
+    total = 0.0
+    try:
+        tasks = [task for task in (PROC / str(pid) / "task").iterdir() if task.name != str(pid)]
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
 
 
 def children(pid: int) -> list[int]:
@@ -103,6 +120,7 @@ def redis_pids(port: int) -> list[int]:
 class _Snapshot:
     at: float
     groups: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> (seconds, of which in the kernel)
+    threads: dict[int, float] = field(default_factory=dict)  # pid -> seconds on threads other than the main one
     k6: float = 0.0
     machine: float = 0.0
 
@@ -112,6 +130,7 @@ def _snapshot(pids: list[int]) -> _Snapshot:
     return _Snapshot(
         time.monotonic(),
         {pid: process_seconds(pid) for pid in pids},
+        {pid: thread_seconds(pid) for pid in pids},
         usage.ru_utime + usage.ru_stime,
         machine_busy_seconds(),
     )
@@ -139,6 +158,7 @@ def metered(master: int | None, redis_port: int | None) -> Iterator[CpuUse]:
     use.wall_s = round(after.at - before.at, 3)
     use.workers_s = round(spent(workers), 3)
     use.workers_kernel_s = round(spent(workers, kernel=True), 3)
+    use.workers_threads_s = round(sum(max(0.0, after.threads.get(pid, 0.0) - before.threads.get(pid, 0.0)) for pid in workers), 3)
     use.redis_s = round(spent(redis), 3)
     use.k6_s = round(after.k6 - before.k6, 3)
     use.machine_s = round(after.machine - before.machine, 3)

@@ -189,6 +189,7 @@ def crowd_cpu_table(results: Results) -> str:
                     number(round(use.machine_s / use.wall_s, 2) if use.wall_s else None),
                     ms(use.per(m.answered, use.workers_s)),
                     ms(use.per(m.answered, use.workers_kernel_s)),
+                    ms(use.per(m.answered, use.workers_threads_s)),
                     ms(use.per(m.requests, use.k6_s)),
                     ms(use.per(m.answered, use.redis_s)),
                     number(use.rest_s),
@@ -202,6 +203,7 @@ def crowd_cpu_table(results: Results) -> str:
         "busy cores",
         "function CPU per answer",
         "of which in the kernel",
+        "of which on other threads",
         "k6 CPU per request",
         "redis-server CPU per answer",
         "rest CPU s",
@@ -371,7 +373,9 @@ def report_markdown(results: Results, charts: Sequence[str]) -> str:
                 "### Where the cores went",
                 "CPU time over each crowd's k6 run: the gunicorn group serving the crowd (the order function, or the "
                 "baseline served as it is), k6 itself, redis-server, and the rest of the machine's busy time "
-                "(the other functions, the kernel's own work, anything else running). Redis scripts run: every press that "
+                "(the other functions, the kernel's own work, anything else running). Other threads: the workers' threads "
+                "beside the one serving requests (the log writer, the database thread); a profiler counts their waits, this "
+                "counts their CPU. Redis scripts run: every press that "
                 "reached the gate is one (a release or a close is another). Busy cores: the machine's busy "
                 "time over the run's wall time, out of "
                 f"{results.meta.get('cpus', '?')}.",

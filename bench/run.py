@@ -68,6 +68,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bcrypt-rounds", type=int, help="bcrypt cost for the functions and the raw measurement (BCRYPT_ROUNDS, else 12)")
     parser.add_argument("--log-level", help="LOG_LEVEL of the functions (INFO, as deployed); WARNING drops the access log line")
     parser.add_argument("--no-profile", action="store_true", help="no py-spy profiles for missed targets")
+    parser.add_argument("--profile-always", action="store_true", help="a py-spy profile of every load, met or missed (development)")
     parser.add_argument("--only", help=f"comma-separated parts to run, for development: {','.join(PARTS)}")
     parser.add_argument("--out", type=Path, help="results folder (bench/results/<timestamp>)")
     parser.add_argument("--render", type=Path, metavar="FOLDER", help="measure nothing: redraw a results folder's report and charts")
@@ -84,6 +85,7 @@ def configure(args: argparse.Namespace) -> Config:
         "bcrypt_rounds": args.bcrypt_rounds or Settings.from_env().bcrypt_rounds,
         "log_level": args.log_level,
         "profile": False if args.no_profile else None,
+        "profile_always": args.profile_always or None,
     }
     given = {name: value for name, value in overrides.items() if value is not None}
     return Config.quick_run(**given) if args.quick else replace(Config(), **given)
@@ -143,7 +145,7 @@ def chunks(tasks: list[Callable[[], None]], rounds: int) -> list[list[Callable[[
 def profile_missed(bench: Bench, sites: dict[str, Site], keys: set[str]) -> None:
     """One profile per load behind a missed target (both crowd targets share one), baseline beside flashsale."""
     taken: set[str] = set()
-    for target in missed(bench.results):
+    for target in TARGETS if bench.config.profile_always else missed(bench.results):
         if target.key not in keys or target.key not in PROFILED:
             continue
         function, kind = PROFILED[target.key]

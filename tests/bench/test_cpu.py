@@ -110,3 +110,22 @@ def test_a_processs_memory_is_read_as_its_proportional_share() -> None:
     from bench.auth_layout import pss_mib
 
     assert 5 < pss_mib(os.getpid()) < 4096  # this interpreter with pytest loaded: some MiB, not none, not the machine
+
+
+def test_a_workers_other_threads_are_counted_apart_from_its_main_thread() -> None:
+    """The log writer's CPU, not its waits: a thread that spins counts, the main thread's sleep does not."""
+    from bench.cpu import thread_seconds
+
+    code = f"import threading, time\nthreading.Thread(target=lambda: exec({SPIN.format(seconds=0.5)!r})).start()\ntime.sleep(30)\n"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while thread_seconds(process.pid) < 0.4:
+            assert time.monotonic() < deadline, "the spinning thread's CPU was not counted"
+            time.sleep(0.05)
+        main = (Path("/proc") / str(process.pid) / "task" / str(process.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        assert (int(main[11]) + int(main[12])) / TICKS < 0.3  # the main thread only slept
+    finally:
+        process.kill()
+        process.wait()
+    assert thread_seconds(process.pid) == 0.0  # gone: nothing, not an error
