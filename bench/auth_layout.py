@@ -28,8 +28,8 @@ from bench.config import Config
 from bench.measure import Measure, measure
 from bench.report import ms, number
 from bench.servers import worker_pids
-from bench.sites import mint
 from ops.devstack import local_stack
+from ops.loadusers import mint_buyers
 from shared.settings import Settings
 
 LAYOUTS = {
@@ -59,7 +59,8 @@ def run_layout(name: str, env: dict[str, str], seconds: int, in_flight: int, scr
     config = Config()
     with local_stack(scratch / name.replace(" ", "-"), functions=("auth",), extra_env={**config.stack_env(), **env}) as (stack, _):
         settings = Settings.from_env(stack.env)
-        tokens, users = mint(settings, max(50, in_flight * 10), scratch, name.replace(" ", "-"))
+        layout = name.replace(" ", "-")
+        tokens, users = mint_buyers(settings, max(50, in_flight * 10), prefix=f"{layout}-").write_files(scratch, layout)
         site_env = {"AUTH_URL": stack.url("auth"), "USERS_FILE": str(users), "TOKENS_FILE": str(tokens), "SKU": "-"}
         result = load.run("login-storm.js", {**site_env, "VUS": str(in_flight), "DURATION": f"{seconds}s"}, scratch / "raw", name)
         master = stack.processes["auth"].pid

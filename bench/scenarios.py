@@ -6,7 +6,6 @@ prints one progress line, and files its figures in :class:`Results`.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,7 +17,8 @@ from bench.measure import Measure, load_average, measure
 from bench.profile import recording
 from bench.report import number
 from bench.results import CrowdRound, Pair, Results
-from bench.sites import Site, mint, open_sale
+from bench.sites import Site
+from ops.sales import fresh_sku, open_sale
 from ops.verdict import crowd_checks
 from shared.redisconn import RedisConn
 from shared.settings import Settings
@@ -88,11 +88,12 @@ class Bench:
     def crowd(self, sites: dict[str, Site], round_number: int) -> CrowdRound:
         c = self.config
         settings = sites["flashsale"].settings
-        sku = open_sale(settings, c.stock, 1, prefix=f"crowd{round_number}")
-        knobs = {"BUYERS": c.buyers, "START_DELAY": "3s"}
         # Buyers never seen before, in every round: a token verified in an earlier
         # round would be answered from the worker's cache, which a real crowd never is.
-        tokens, users = mint(settings, c.buyers, self.scratch, f"crowd{round_number}")
+        opened = open_sale(settings, fresh_sku(f"crowd{round_number}"), c.stock, buyers=c.buyers)
+        sku = opened.sku
+        knobs = {"BUYERS": c.buyers, "START_DELAY": "3s"}
+        tokens, users = opened.buyers.write_files(self.scratch, f"crowd{round_number}")
         crowd_sites = {name: replace(site, tokens=tokens, users=users) for name, site in sites.items()}
         waited: dict[str, float] = {}
         lag: dict[str, float | None] = {}
@@ -136,7 +137,7 @@ class Bench:
     def sold_out(self, site: Site) -> str:
         """The first crowd's sale (sold out by it), or a sale of nothing when no crowd ran."""
         if self.sold_out_sku is None:
-            self.sold_out_sku = open_sale(site.settings, 0, 1, prefix="sold-out")
+            self.sold_out_sku = open_sale(site.settings, fresh_sku("sold-out"), 0).sku
         return self.sold_out_sku
 
     def losers(self, sites: dict[str, Site]) -> None:
@@ -147,13 +148,9 @@ class Bench:
     def observability(self, sites: dict[str, Site]) -> None:
         """What metrics and logs cost a request: losers on the same sold-out sale, observed and quiet."""
         c = self.config
-        sku = f"observability-{uuid.uuid4().hex[:8]}"
+        sku = fresh_sku("observability")
         for site in sites.values():  # one sku name in each site's own database
-            store = open_store(site.settings)
-            try:
-                store.create_sale(sku, 0, 1, None)
-            finally:
-                store.close()
+            open_sale(site.settings, sku, 0)
         self.pair("observability", "buyers.js", sites, sku, "buyers", c.duration_s, VUS=c.losers_vus, DURATION=f"{c.duration_s}s")
 
     def stock_check(self, sites: dict[str, Site], vus: int) -> None:
@@ -183,7 +180,7 @@ class Bench:
 
     def seed_matrix(self, sites: dict[str, Site]) -> None:
         c = self.config
-        sku = open_sale(sites["flashsale"].settings, 1_000_000, 1, prefix="seed")
+        sku = open_sale(sites["flashsale"].settings, fresh_sku("seed"), 1_000_000).sku
         knobs = {"VUS": c.seed_vus, "DURATION": f"{c.seed_duration_s}s", "GAP": f"{c.seed_gap_s}s"}
         for target in ("baseline", "flashsale"):
             result, _ = self.run(
@@ -231,7 +228,7 @@ class Bench:
         c = self.config
         measured: dict[str, Measure] = {}
         for phase, storm in (("alone", 0), ("storm", c.storm_vus)):
-            sku = open_sale(site.settings, 1_000_000, 1, prefix=f"{deployment}-{phase}")
+            sku = open_sale(site.settings, fresh_sku(f"{deployment}-{phase}"), 1_000_000).sku
             env = site.env(sku, **self.isolation_knobs(), LOGIN_VUS=storm)
             result, measured[phase] = self.run("buyers.js", env, f"isolation-{deployment}-{phase}", "buyers", c.duration_s)
             self.results.isolation[f"{deployment}-{phase}"] = measured[phase]
@@ -251,7 +248,7 @@ class Bench:
         c = self.config
         duration = {"DURATION": f"{c.duration_s}s"}
         if kind == "crowd":
-            sku = open_sale(site.settings, c.stock, 1, prefix="profile")
+            sku = open_sale(site.settings, fresh_sku("profile"), c.stock).sku
             self.drain()
             _, found = self.run("flash-sale.js", site.env(sku, BUYERS=c.buyers, START_DELAY="3s"), label, "crowd", None)
             self.last_crowd_ended = time.monotonic()
@@ -265,7 +262,7 @@ class Bench:
             vus = c.login_vus_per_cpu * len(machine_cpus())
             return self.run("login-storm.js", site.env("-", VUS=vus, **duration), label, "login_storm", c.duration_s)[1]
         if kind == "isolation":
-            sku = open_sale(site.settings, 1_000_000, 1, prefix="profile")
+            sku = open_sale(site.settings, fresh_sku("profile"), 1_000_000).sku
             env = site.env(sku, **self.isolation_knobs(), LOGIN_VUS=c.storm_vus)
             return self.run("buyers.js", env, label, "buyers", c.duration_s)[1]
         raise ValueError(f"no load to profile for {kind!r}")

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -17,12 +16,9 @@ from pathlib import Path
 from bench import servers
 from bench.config import Config, machine_cpus
 from ops.devstack import RedisServer, ensure_keys, local_stack
-from ops.loadusers import mint_tokens
-from shared.gate import Gate
-from shared.redisconn import RedisConn
+from ops.loadusers import mint_buyers
 from shared.serving import worker_plan
 from shared.settings import Settings
-from shared.store import open_store
 
 
 @dataclass
@@ -46,24 +42,6 @@ class Site:
         }
 
 
-def open_sale(settings: Settings, stock: int, per_user_limit: int, prefix: str = "bench") -> str:
-    """A new sale, gate loaded, as ``flashsale sale create`` leaves it."""
-    sku = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    store = open_store(settings)
-    try:
-        store.create_sale(sku, stock, per_user_limit, None)
-        Gate(RedisConn(settings)).rebuild(store, sku)
-    finally:
-        store.close()
-    return sku
-
-
-def mint(settings: Settings, count: int, workdir: Path, prefix: str) -> tuple[Path, Path]:
-    tokens, users = workdir / f"{prefix}-tokens.json", workdir / f"{prefix}-users.json"
-    mint_tokens(settings, count, tokens, users_out=users, prefix=f"{prefix}-", show_progress=False)
-    return tokens, users
-
-
 @contextmanager
 def main_sites(config: Config, scratch: Path) -> Iterator[dict[str, Site]]:
     """flashsale's three functions as `make run` starts them, and beside each the baseline served the same way."""
@@ -74,7 +52,7 @@ def main_sites(config: Config, scratch: Path) -> Iterator[dict[str, Site]]:
         baselines = {
             f: stack.enter_context(servers.baseline(f, env, log_dir=scratch / "main" / "logs")) for f in ("auth", "stock", "order")
         }
-        tokens, users = mint(settings, config.buyers, scratch, "bench")
+        tokens, users = mint_buyers(settings, config.buyers, prefix="bench-").write_files(scratch, "bench")
         yield {
             "baseline": Site(
                 {f: s.url for f, s in baselines.items()}, settings, tokens, users, {f: s.master_pid or 0 for f, s in baselines.items()}
@@ -100,7 +78,7 @@ def split_site(config: Config, scratch: Path) -> Iterator[Site]:
     """auth and order as separate process groups, each pinned to its own CPU."""
     with local_stack(scratch / "split", functions=("auth", "order"), cpus=pinned(), extra_env=config.stack_env()) as (stack, _):
         settings = Settings.from_env(stack.env)
-        tokens, users = mint(settings, tokens_needed(config), scratch / "split", "split")
+        tokens, users = mint_buyers(settings, tokens_needed(config), prefix="split-").write_files(scratch / "split", "split")
         urls = {"auth": stack.url("auth"), "order": stack.url("order")}
         yield Site(urls, settings, tokens, users, {f: p.pid for f, p in stack.processes.items()})
 
@@ -123,7 +101,7 @@ def monolith_site(config: Config, scratch: Path) -> Iterator[Site]:
         cpus = ",".join(sorted(set(pinned().values())))
         with servers.monolith(env, cpus=cpus, log_dir=workdir / "logs") as app:
             settings = Settings.from_env(env)
-            tokens, users = mint(settings, tokens_needed(config), workdir, "monolith")
+            tokens, users = mint_buyers(settings, tokens_needed(config), prefix="monolith-").write_files(workdir, "monolith")
             urls = dict.fromkeys(("auth", "stock", "order"), app.url)
             yield Site(urls, settings, tokens, users, {"order": app.master_pid or 0})
     finally:
@@ -143,7 +121,7 @@ def observability_sites(config: Config, scratch: Path) -> Iterator[dict[str, Sit
             workdir = scratch / f"observability-{name}"
             running, _ = stack.enter_context(local_stack(workdir, functions=("order",), extra_env=env))
             settings = Settings.from_env(running.env)
-            tokens, users = mint(settings, config.losers_vus, workdir, "observability")
+            tokens, users = mint_buyers(settings, config.losers_vus, prefix="observability-").write_files(workdir, "observability")
             sites[name] = Site({"order": running.url("order")}, settings, tokens, users, {"order": running.processes["order"].pid})
         yield sites
 

@@ -15,14 +15,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ops.devstack import Stack, local_stack
-from ops.loadusers import mint_tokens
+from ops.sales import fresh_sku, open_sale
 from ops.verdict import crowd_checks
 from shared.models import SaleStats
 from shared.settings import Settings
@@ -85,13 +84,9 @@ def stack_env(stack: Stack, sku: str, tokens: Path, users: Path) -> dict[str, st
 
 def prepare_sale(settings: Settings, workdir: Path, *, stock: int, buyers: int, per_user_limit: int = 1) -> tuple[str, Path, Path]:
     """A fresh sale and ``buyers`` tokens for it; returns (sku, tokens file, users file)."""
-    sku = f"sale-{uuid.uuid4().hex[:8]}"
-    store = open_store(settings)
-    store.create_sale(sku, stock, per_user_limit, None)
-    store.close()
-    tokens, users = workdir / f"{sku}-tokens.json", workdir / f"{sku}-users.json"
-    mint_tokens(settings, buyers, tokens, users_out=users, prefix=f"{sku}-", show_progress=sys.stderr.isatty())
-    return sku, tokens, users
+    opened = open_sale(settings, fresh_sku("sale"), stock, per_user_limit=per_user_limit, buyers=buyers, show_progress=sys.stderr.isatty())
+    tokens, users = opened.buyers.write_files(workdir, opened.sku)
+    return opened.sku, tokens, users
 
 
 def crowd_verdict(run: Run, stats: SaleStats, buyers: int, stock: int) -> tuple[bool, list[str]]:

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from ops.devstack import DEVSTACK_FILE, DevStackInfo
-from ops.loadusers import mint_tokens
+from ops.loadusers import LOAD_TEST_PASSWORD, mint_buyers
 from ops.plan import add_plan_command
+from ops.sales import open_sale, redis_side, refresh_redis
 from shared import validation
 from shared.errors import FlashsaleError, InvalidRequest, SaleChanged, UnknownSku
-from shared.gate import Gate
+from shared.healing import reconcile_sale
 from shared.redisconn import RedisConn, RedisDown
 from shared.sales_feed import SalesFeed
 from shared.settings import Settings, get_settings
@@ -53,11 +54,10 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sale_create(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings)
-    sale = store.create_sale(
-        validation.sku(args.sku), args.stock, args.per_user_limit, _datetime(args.starts_at) if args.starts_at else None
-    )
-    if _refresh_redis(settings, store, sale.sku) is None:
+    starts_at = _datetime(args.starts_at) if args.starts_at else None
+    opened = open_sale(settings, args.sku, args.stock, per_user_limit=args.per_user_limit, starts_at=starts_at)
+    sale = opened.sale
+    if opened.gate_epoch is None:
         # A new sale has no gate yet: the first buyer builds it from the database.
         print(f"redis did not answer at {settings.redis_url}: the gate is built by the first buyer once it is back", file=sys.stderr)
     print(f"sale {sale.sku}: {sale.total} units, {sale.per_user_limit} per buyer, starts {sale.starts_at or 'now'}")
@@ -92,7 +92,7 @@ def cmd_sale_update(args: argparse.Namespace, settings: Settings) -> int:
         f"sale {sale.sku}: version {expected} -> {sale.version}: {sale.total} units, {sale.per_user_limit} per buyer,"
         f" starts {sale.starts_at.isoformat() if sale.starts_at else 'now'}"
     )
-    if _refresh_redis(settings, store, sku) is None:
+    if refresh_redis(settings, store, sku) is None:
         return _gate_not_rebuilt(settings, sku, "the sale is changed in the database")
     return 0
 
@@ -102,7 +102,7 @@ def cmd_order_cancel(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     order = store.cancel_order(args.order_id)
     print(json.dumps({"order_id": order.order_id, "sku": order.sku, "user_id": order.user_id, "status": order.status}, indent=2))
-    if _refresh_redis(settings, store, order.sku) is None:
+    if refresh_redis(settings, store, order.sku) is None:
         return _gate_not_rebuilt(settings, order.sku, "the order is cancelled in the database")
     return 0
 
@@ -147,8 +147,9 @@ def cmd_sale_watch(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
-    report = store.reconcile(validation.sku(args.sku), grace_seconds=args.grace)
-    epoch = _refresh_redis(settings, store, args.sku)
+    # Not giving way to another process's rebuild: the command ends with the gate rebuilt, or says it is not.
+    done = reconcile_sale(store, *redis_side(settings, store), validation.sku(args.sku), grace_seconds=args.grace, give_way=False)
+    report, epoch = done.report, done.epoch
     print(
         json.dumps(
             {
@@ -168,31 +169,13 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _refresh_redis(settings: Settings, store: Any, sku: str) -> str | None:
-    """Rebuild the gate and drop the cached stock so Redis matches the database; None if Redis did not answer."""
-    redis = RedisConn(settings)
-    try:
-        epoch = Gate(redis).rebuild(store, sku)
-        StockCache(store, redis, settings.stock_cache_ttl_seconds).forget(sku)
-        return epoch
-    except RedisDown:
-        return None
-
-
 def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
     # A terminal's argv may hold bytes that are not UTF-8 (Python keeps them as lone surrogates).
     validation.text(args.prefix, "--prefix")
     validation.text(args.password, "--password")
-    count = mint_tokens(
-        settings,
-        args.count,
-        Path(args.out),
-        users_out=Path(args.users_out) if args.users_out else None,
-        prefix=args.prefix,
-        password=args.password,
-        ttl_seconds=args.ttl,
-    )
-    print(f"{count} tokens in {args.out}")
+    buyers = mint_buyers(settings, args.count, prefix=args.prefix, password=args.password, ttl_seconds=args.ttl, show_progress=True)
+    buyers.write(Path(args.out), Path(args.users_out) if args.users_out else None)
+    print(f"{len(buyers.tokens)} tokens in {args.out}")
     return 0
 
 
@@ -274,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
     tokens.add_argument("--users-out", help="also write their emails and password (for login tests)")
     tokens.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds")
     tokens.add_argument("--prefix", default="buyer")
-    tokens.add_argument("--password", default="load-test-password")
+    tokens.add_argument("--password", default=LOAD_TEST_PASSWORD)
     tokens.set_defaults(run=cmd_tokens)
 
     run = sub.add_parser("run", help="run redis-server and the functions on 127.0.0.1, showing their logs (Ctrl-C stops)")

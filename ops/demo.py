@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.devstack import local_stack
+from ops.sales import open_sale
 from ops.verdict import crowd_checks
 from ops.watch import watch
 from shared.settings import Settings
@@ -46,9 +47,10 @@ def run_demo(*, buyers: int, stock: int, workdir: Path) -> int:
         print("1. stack up: " + ", ".join(f"{f} {stack.url(f)}" for f in stack.functions))
         settings = Settings.from_env({"DATABASE_URL": stack.env["DATABASE_URL"], "REDIS_URL": stack.env["REDIS_URL"]})
         store = open_store(settings)
-        store.create_sale(SKU, stock, 1, None)
+        open_sale(settings, SKU, stock, store=store)
         print(f"2. sale created: {stock} units, 1 per buyer")
 
+        # Not minted: the demo's buyers sign up and log in through auth, as real ones would.
         def sign_up(i: int) -> str:
             creds = {"email": f"buyer{i}@demo.flashsale.dev", "password": f"demo-password-{i}"}
             status, _ = call("POST", stack.url("auth") + "/register", creds)

@@ -12,7 +12,7 @@ from typing import TypeVar
 import bcrypt
 
 from shared.blocking import run_blocking
-from shared.errors import InvalidCredentials, RateLimited
+from shared.errors import FlashsaleError, InvalidCredentials
 from shared.ratelimit import LoginLimiter
 from shared.store.base import Store
 from shared.tokens import TokenSigner
@@ -39,7 +39,7 @@ class Accounts:
         self.rounds = bcrypt_rounds
         self.hashes_at_once = max(1, hashes_at_once)
         self.observe_hash: list[Callable[[float], None]] = []  # seconds per bcrypt call, for metrics
-        self.observe_login: list[Callable[[str], None]] = []  # success | invalid_credentials | rate_limited
+        self.observe_login: list[Callable[[str], None]] = []  # success, or the error code answered (metrics.LOGIN_OUTCOMES)
 
     @cached_property
     def _dummy_hash(self) -> bytes:
@@ -57,16 +57,15 @@ class Accounts:
         return {"user_id": user.user_id, "email": user.email}
 
     def login(self, credentials: Credentials, address: str) -> Session:
-        outcome = "error"
+        # Counted under the code the caller is answered with: an error that is not
+        # one of ours is answered 500 with FlashsaleError's own code, "internal".
+        outcome = FlashsaleError.code
         try:
             session = self._login(credentials, address)
             outcome = "success"
             return session
-        except RateLimited:
-            outcome = "rate_limited"
-            raise
-        except InvalidCredentials:
-            outcome = "invalid_credentials"
+        except FlashsaleError as error:
+            outcome = error.code
             raise
         finally:
             for observe in self.observe_login:

@@ -7,7 +7,9 @@ units the database still has, and once it reaches 0 every buyer hears
 ``sold_out`` while units are left. ``flashsale reconcile`` repairs that by
 hand: ``Store.reconcile`` (units no order holds go back, per-buyer counts are
 corrected), then the gate rebuilt from the database and the cached stock level
-dropped. A :class:`Healer` runs those same steps on a schedule.
+dropped: :func:`reconcile_sale`. A :class:`Healer` runs that same function on a
+schedule; the one difference is who waits: the healer gives way to a rebuild
+another process has under way, the operator's command rebuilds regardless.
 
 One pass, at most one per HEAL_INTERVAL_SECONDS for the whole deployment (a
 lease in Redis; the loop runs in every stock and events worker, so it lives as
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from shared.errors import FlashsaleError
 from shared.gate import Gate, gate_key
+from shared.models import ReconcileReport
 from shared.redisconn import RedisDown
 from shared.settings import Settings
 from shared.stock import StockCache
@@ -77,6 +80,37 @@ class Healed:
     released_tickets: int  # orphaned units Store.reconcile gave back
     corrected_buyers: int
     epoch: str  # the rebuilt gate's
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    report: ReconcileReport  # what Store.reconcile gave back and corrected
+    epoch: str | None  # the rebuilt gate's; None: not rebuilt (see refresh_gate)
+
+
+def refresh_gate(store: Store, gate: Gate, stock: StockCache, sku: str, *, give_way: bool) -> str | None:
+    """Make Redis follow the database for one sale: its gate rebuilt, its cached stock level dropped.
+
+    ``give_way``: leave the gate to a rebuild another process has under way (the
+    healer, whose next pass looks again); otherwise rebuild regardless (an
+    operator's command, which must end with the gate matching the database).
+    Returns the new epoch; None if the gate was not rebuilt: Redis did not
+    answer, or another process was rebuilding it and ``give_way`` was set.
+    """
+    try:
+        epoch = gate.try_rebuild(store, sku) if give_way else gate.rebuild(store, sku)
+    except RedisDown:
+        return None
+    if epoch is not None:
+        stock.forget(sku)
+    return epoch
+
+
+def reconcile_sale(store: Store, gate: Gate, stock: StockCache, sku: str, *, grace_seconds: float, give_way: bool) -> Reconciled:
+    """``flashsale reconcile`` and the healer, one sale: units no order holds go back and per-buyer counts are
+    corrected in the database (orders younger than ``grace_seconds`` may still land), then Redis follows it."""
+    report = store.reconcile(sku, grace_seconds=grace_seconds)
+    return Reconciled(report, refresh_gate(store, gate, stock, sku, give_way=give_way))
 
 
 class Healer:
@@ -161,14 +195,14 @@ class Healer:
         return None
 
     def heal(self, look: Look) -> Healed | None:
-        """``flashsale reconcile``'s steps for one sale; None if another process is rebuilding its gate right now."""
-        report = self.store.reconcile(look.sku, grace_seconds=self.grace)
-        epoch = self.gate.try_rebuild(self.store, look.sku)
-        if epoch is None:
+        """``flashsale reconcile``'s steps for one sale; None if another process is rebuilding its gate right now
+        or Redis did not answer."""
+        done = reconcile_sale(self.store, self.gate, self.stock, look.sku, grace_seconds=self.grace, give_way=True)
+        if done.epoch is None:
             return None  # the next pass looks again
-        self.stock.forget(look.sku)
         self._complete.pop(look.sku, None)
-        healed = Healed(look.sku, report.stats.available, len(report.released_tickets), report.corrected_buyers, epoch)
+        report = done.report
+        healed = Healed(look.sku, report.stats.available, len(report.released_tickets), report.corrected_buyers, done.epoch)
         log.warning(
             "rebuilt the sold-out gate of %s: the database still had %d units (admissions whose orders never landed)",
             look.sku,
@@ -178,7 +212,7 @@ class Healer:
                 "available": healed.available,
                 "released_tickets": healed.released_tickets,
                 "corrected_buyers": healed.corrected_buyers,
-                "epoch": epoch,
+                "epoch": done.epoch,
             },
         )
         if self.on_heal is not None:

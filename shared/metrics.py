@@ -30,9 +30,10 @@ OTHER = "other"
 # A handful of skus is on sale at once; past this many, new ones share "other".
 MAX_SKUS = 100
 
-ORDER_OUTCOMES = frozenset({"confirmed", "idempotent_replay", "sold_out", "limit_reached", "sale_not_started", "unavailable"})
+ORDER_OUTCOMES = frozenset({"confirmed", "idempotent_replay", "sold_out", "limit_reached", "sale_not_started", "unavailable", "internal"})
 STOCK_SOURCES = frozenset({"local", "redis", "database"})
-LOGIN_OUTCOMES = frozenset({"success", "invalid_credentials", "rate_limited", "error"})
+# success, or the code of the problem answered (unavailable: the database failed; internal: a bug, answered 500).
+LOGIN_OUTCOMES = frozenset({"success", "invalid_credentials", "rate_limited", "unavailable", "internal"})
 DEPENDENCIES = frozenset({"redis", "database", "sink"})
 
 # 1 ms to 30 s: a sold-out answer from memory takes about a millisecond; the
@@ -58,7 +59,8 @@ HTTP_DURATION = Histogram(
 )
 ORDERS = Counter(
     "flashsale_orders_total",
-    "Order attempts on a sale, by sku and outcome (confirmed, idempotent_replay, sold_out, limit_reached, sale_not_started, unavailable).",
+    "Order attempts on a sale, by sku and outcome "
+    "(confirmed, idempotent_replay, sold_out, limit_reached, sale_not_started, unavailable, internal).",
     ["sku", "outcome"],
     registry=REGISTRY,
 )
@@ -83,7 +85,7 @@ DEPENDENCY_ERRORS = Counter(
 )
 LOGINS = Counter(
     "flashsale_logins_total",
-    "Login attempts, by outcome (success, invalid_credentials, rate_limited, error).",
+    "Login attempts, by outcome: success, or the problem code answered (invalid_credentials, rate_limited, unavailable, internal).",
     ["outcome"],
     registry=REGISTRY,
 )

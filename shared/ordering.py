@@ -149,7 +149,7 @@ class OrderDesk:
 
     # the request path ----------------------------------------------------
     def place(self, user_id: str, sku: str, quantity: int, idempotency_key: str | None) -> PlacedOrder:
-        outcome = "unavailable"
+        outcome = FlashsaleError.code  # anything not a FlashsaleError is a bug, answered 500 internal
         memo, rechecking = self.memos.get(sku)
         try:
             placed = self._place(user_id, sku, quantity, idempotency_key, memo, rechecking)

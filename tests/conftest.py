@@ -12,9 +12,9 @@ import pytest
 import redis as redis_lib
 
 from ops.devstack import RedisServer, Stack, ensure_keys
+from ops.loadusers import mint_buyers
 from shared import context as context_module
 from shared.settings import Settings
-from shared.tokens import TokenSigner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,19 +70,16 @@ def ctx(settings: Settings) -> Iterator[context_module.Context]:
 class Mint(Protocol):
     """The ``mint`` fixture: a fresh real user and a bearer token for them."""
 
-    def __call__(self, email: str | None = None) -> tuple[str, str]: ...
+    def __call__(self) -> tuple[str, str]: ...
 
 
 @pytest.fixture
 def mint(ctx: context_module.Context) -> Mint:
     """mint() -> (user_id, bearer token) for a fresh real user."""
-    signer = TokenSigner(ctx.settings)
 
-    def make(email: str | None = None) -> tuple[str, str]:
-        email = email or f"{uuid.uuid4().hex[:12]}@test.flashsale.dev"
-        user = ctx.store.create_user(email, b"$2b$04$notarealhashbutstoredasbytes")
-        token, _ = signer.issue(user.user_id, email)
-        return user.user_id, token
+    def make() -> tuple[str, str]:
+        buyer = mint_buyers(ctx.settings, 1, prefix=f"{uuid.uuid4().hex[:12]}-", store=ctx.store)
+        return buyer.users[0].user_id, buyer.tokens[0]
 
     return make
 

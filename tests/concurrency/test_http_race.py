@@ -8,15 +8,18 @@ from typing import Any
 import pytest
 
 from ops.devstack import Stack
+from ops.sales import fresh_sku, open_sale
 from shared.settings import Settings
-from tests.clients import press_buy, sale_with_buyers
+from shared.store import open_store
+from tests.clients import press_buy
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.integration]
 
 
 def test_a_crowd_buys_exactly_the_stock(stack: Stack, stack_settings: Settings) -> None:
-    sale = sale_with_buyers(stack_settings, "crowd", stock=100, buyers=400)
-    store, sku, users, tokens = sale.store, sale.sku, sale.users, sale.tokens
+    store = open_store(stack_settings)
+    sale = open_sale(stack_settings, fresh_sku("crowd"), 100, buyers=400, store=store)
+    sku, users, tokens = sale.sku, sale.buyers.users, sale.buyers.tokens
     answers: list[tuple[int, dict[str, Any]]] = [(0, {})] * len(tokens)
     barrier = threading.Barrier(len(tokens))
 

@@ -19,9 +19,8 @@ from schemathesis import Case
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from ops.devstack import Stack
+from ops.loadusers import mint_buyers
 from shared.settings import Settings
-from shared.store import open_store
-from shared.tokens import TokenSigner
 from tests.openapi import SPEC_PATH
 
 pytestmark = pytest.mark.integration
@@ -61,8 +60,7 @@ def problem_details(ctx: Any, response: Any, case: Any) -> bool | None:
 
 @pytest.fixture(scope="module")
 def token(stack_settings: Settings) -> str:
-    user = open_store(stack_settings).ensure_users(["fuzzer@test.flashsale.dev"], b"not-a-login")[0]
-    return TokenSigner(stack_settings).issue(user.user_id, user.email)[0]
+    return mint_buyers(stack_settings, 1, prefix="fuzzer-").tokens[0]
 
 
 @schema.parametrize()

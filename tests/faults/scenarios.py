@@ -4,7 +4,8 @@ Each scenario gets its own local stack (its own redis-server, SQLite file and
 order function under gunicorn with two workers) in its own directory, so no
 state passes between them. A run:
 
-1. opens a sale with fewer units than buyers (per-user limit 1);
+1. opens a sale with fewer units than buyers (per-user limit 1), its gate
+   loaded as ``flashsale sale create`` leaves it;
 2. lets the crowd arrive while the fault strikes at chosen points of the sale;
 3. waits until every buyer has an answer (buyers retry 5xx and broken
    connections with the same Idempotency-Key, as a real client does);
@@ -34,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ops import sales
 from ops.cli import EXIT_GATE_NOT_REBUILT
 from ops.devstack import ROOT, RedisServer, Stack, local_stack
 from shared.settings import Settings
 from shared.store.sqlite import SqliteStore
-from shared.tokens import TokenSigner
 from tests.faults import injectors
 from tests.faults.crowd import Buyer, Crowd, percentile
 from tests.faults.verdict import Verdict, judge
@@ -191,11 +192,10 @@ class RunningSale:
 def open_sale(
     stack: Stack, redis: RedisServer, store: SqliteStore, name: str, size: Size, connections: int, *, vanishing: int = 0
 ) -> RunningSale:
-    sku = f"{name}-{uuid.uuid4().hex[:6]}"
-    store.create_sale(sku, size.stock, PER_USER_LIMIT, None)
-    users = store.ensure_users([f"{sku}-{i}@faults.flashsale.dev" for i in range(size.buyers + vanishing)], b"not-a-login")
-    signer = TokenSigner(Settings.from_env(stack.env))
-    buyers = [Buyer(u.user_id, signer.issue(u.user_id, u.email, ttl_seconds=3600)[0], f"order-{uuid.uuid4().hex}") for u in users]
+    sku, settings = sales.fresh_sku(name), Settings.from_env(stack.env)
+    opened = sales.open_sale(settings, sku, size.stock, per_user_limit=PER_USER_LIMIT, buyers=size.buyers + vanishing, store=store)
+    minted = opened.buyers
+    buyers = [Buyer(u.user_id, token, f"order-{uuid.uuid4().hex}") for u, token in zip(minted.users, minted.tokens, strict=True)]
     crowd = Crowd(stack.url("order"), sku, buyers[: size.buyers], connections=connections)
     return RunningSale(stack, redis, Path(store.path), crowd, size.stock, size.repeats, vanishers=buyers[size.buyers :])
 

@@ -6,7 +6,6 @@ import http.server
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +15,14 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent, from_http
 
 from ops.devstack import Stack
+from ops.sales import fresh_sku, open_sale
 from shared import context as context_module
 from shared.context import Context
 from shared.events import ORDER_PLACED, EventEmitter
 from shared.sales_feed import sales_key
 from shared.settings import Settings
-from tests.clients import bearer, function_client, press_buy, sale_with_buyers
+from shared.store import open_store
+from tests.clients import bearer, function_client, press_buy
 from tests.conftest import Mint
 
 pytestmark = pytest.mark.integration
@@ -118,12 +119,8 @@ def test_a_dead_or_hanging_sink_never_slows_or_fails_an_order(
     port = hanging.getsockname()[1]
     try:
         ctx = context_module.reset(make_settings(tmp_path, redis_url, keys, K_SINK=f"http://127.0.0.1:{port}/"))
-        ctx.store.create_sale(SKU, 20, 1, None)
+        tokens = open_sale(ctx.settings, SKU, 20, buyers=10, store=ctx.store).buyers.tokens
         client = function_client("order")
-        tokens = []
-        for _ in range(10):
-            user = ctx.store.create_user(f"{uuid.uuid4().hex[:8]}@x.dev", b"h")
-            tokens.append(ctx.signer.issue(user.user_id, user.email)[0])
         started = time.perf_counter()
         codes = [client.post("/orders", json={"sku": SKU}, headers=bearer(t)).status_code for t in tokens]
         elapsed = time.perf_counter() - started
@@ -134,9 +131,10 @@ def test_a_dead_or_hanging_sink_never_slows_or_fails_an_order(
 
 
 def test_orders_on_the_stack_reach_the_consumer(stack: Stack, stack_settings: Settings) -> None:
-    sale = sale_with_buyers(stack_settings, "events", stock=3, buyers=5)
-    store, sku = sale.store, sale.sku
-    statuses = [press_buy(stack.url("order"), token, sku, f"k{i}")[0] for i, token in enumerate(sale.tokens)]
+    store = open_store(stack_settings)
+    sale = open_sale(stack_settings, fresh_sku("events"), 3, buyers=5, store=store)
+    sku = sale.sku
+    statuses = [press_buy(stack.url("order"), token, sku, f"k{i}")[0] for i, token in enumerate(sale.buyers.tokens)]
     assert statuses == [201, 201, 201, 409, 409]
     redis = redis_lib.Redis.from_url(stack_settings.redis_url)
     deadline = time.monotonic() + 10

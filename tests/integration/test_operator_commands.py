@@ -11,6 +11,7 @@ import pytest
 from ops import cli
 from shared.errors import NotFound
 from shared.gate import Gate
+from shared.healing import reconcile_sale
 from shared.redisconn import RedisConn
 from shared.sales_feed import SalesFeed
 from shared.settings import Settings
@@ -92,6 +93,22 @@ def test_order_cancel_puts_the_ticket_back_on_sale(
     again = store.place_order(sku, "second-buyer", 1).order
     assert again.tickets == order.tickets  # the cancelled ticket, not a new one
     assert store.sale_stats(sku).invariants_hold
+
+
+def test_reconcile_rebuilds_the_gate_even_while_another_process_is_rebuilding_it(
+    settings: Settings, store: Store, gate: Gate, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sku = sale_sold_out_at_the_gate(store, gate, 2)  # admissions whose orders never landed
+    gate.redis.client.set(f"fs:{{{sku}}}:gate:rebuild", "1", px=5000)  # a worker's rebuild under way
+    stock = StockCache(store, gate.redis, 1.0)
+    # The healer gives way to it ...
+    assert reconcile_sale(store, gate, stock, sku, grace_seconds=0, give_way=True).epoch is None
+    assert gate.state(sku)["remaining"] == "0"
+    # ... the operator's command does not: it ends with the gate matching the database.
+    assert flashsale(settings, "reconcile", "--sku", sku, "--grace", "0") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["gate_rebuilt"] is True and report["available"] == 2
+    assert gate.state(sku)["remaining"] == "2"
 
 
 def test_order_cancel_of_an_unknown_order_is_an_error(settings: Settings) -> None:

@@ -14,6 +14,7 @@ from ops.devstack import RedisServer
 from ops.watch import Scrape
 from shared import metrics
 from shared.context import Context
+from shared.errors import StoreError
 from tests.clients import bearer, function_client
 from tests.conftest import Mint
 
@@ -96,7 +97,15 @@ def test_order_outcomes_are_counted_by_sku(ctx: Context, mint: Mint) -> None:
     assert buy(client, mint()[1], sku="obs-later").status_code == 409
     assert buy(client, mint()[1], sku="obs-nothing").status_code == 404
     gained = {o: read() - before[o] for o, read in outcome.items()}
-    assert gained == {"confirmed": 2, "idempotent_replay": 1, "limit_reached": 1, "sold_out": 1, "sale_not_started": 0, "unavailable": 0}
+    assert gained == {
+        "confirmed": 2,
+        "idempotent_replay": 1,
+        "limit_reached": 1,
+        "sold_out": 1,
+        "sale_not_started": 0,
+        "unavailable": 0,
+        "internal": 0,
+    }
     page = scrape("order")
     assert page.total("flashsale_orders_total", sku="obs-later", outcome="sale_not_started") == later_before + 1
     assert page.total("flashsale_orders_total", sku="obs-nothing") == 0  # unknown skus are not counted
@@ -137,6 +146,26 @@ def test_logins_and_password_hashing(ctx: Context) -> None:
     wrong = {**creds, "password": "wrong horse!"}
     assert client.post("/login", data=json.dumps(wrong), content_type="application/json").status_code == 401
     assert (success(), invalid(), hashes()) == (before[0] + 1, before[1] + 1, before[2] + 3)
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "outcome"), [(StoreError("database down"), 503, "unavailable"), (RuntimeError("a bug"), 500, "internal")]
+)
+def test_a_failed_login_is_counted_under_the_code_it_was_answered_with(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch, failure: Exception, status: int, outcome: str
+) -> None:
+    assert outcome in metrics.LOGIN_OUTCOMES
+    failed = counted("auth", "flashsale_logins_total", outcome=outcome)
+    before = failed()
+
+    def fail(_email: str) -> None:
+        raise failure
+
+    monkeypatch.setattr(ctx.store, "get_user_by_email", fail)
+    creds = {"email": "obs@example.com", "password": "correct horse"}
+    answer = function_client("auth").post("/login", data=json.dumps(creds), content_type="application/json")
+    assert (answer.status_code, answer.get_json()["code"]) == (status, outcome)
+    assert failed() == before + 1
 
 
 def test_dependency_errors(ctx: Context, redis_server: RedisServer) -> None:
@@ -201,3 +230,24 @@ def test_metrics_are_not_served_to_a_request_that_came_through_a_proxy(ctx: Cont
         hidden = client.get("/metrics", headers=forwarded)
         assert hidden.status_code == 404 and hidden.get_json()["code"] == "not_found"
         assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "outcome"), [(StoreError("database down"), 503, "unavailable"), (RuntimeError("a bug"), 500, "internal")]
+)
+def test_a_failed_order_is_counted_under_the_code_it_was_answered_with(
+    ctx: Context, mint: Mint, monkeypatch: pytest.MonkeyPatch, failure: Exception, status: int, outcome: str
+) -> None:
+    """A bug was counted "unavailable", as if the database had failed, while the buyer was answered 500 internal."""
+    assert outcome in metrics.ORDER_OUTCOMES
+    ctx.store.create_sale(SKU, 2, 1, None)
+    failed = counted("order", "flashsale_orders_total", sku=SKU, outcome=outcome)
+    before = failed()
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(ctx.store, "place_orders", fail)
+    answer = buy(function_client("order"), mint()[1])
+    assert (answer.status_code, answer.get_json()["code"]) == (status, outcome)
+    assert failed() == before + 1

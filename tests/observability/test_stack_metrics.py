@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from ops.devstack import Stack
+from ops.sales import fresh_sku, open_sale
 from ops.watch import Scrape, fetch
 from shared.settings import Settings
-from tests.clients import press_buy, sale_with_buyers
+from shared.store import open_store
+from tests.clients import press_buy
 
 pytestmark = [pytest.mark.integration, pytest.mark.concurrency]
 
@@ -53,8 +55,9 @@ def test_every_scrape_answers_the_whole_process_group(stack: Stack) -> None:
 
 def test_confirmed_orders_scraped_equal_the_database_sold_count(stack: Stack, stack_settings: Settings) -> None:
     """The issue's done-when: after a crowd, sum(flashsale_orders_total{outcome="confirmed"}) == sold, exactly."""
-    sale = sale_with_buyers(stack_settings, "watch", stock=60, buyers=200)
-    store, sku, tokens = sale.store, sale.sku, sale.tokens
+    store = open_store(stack_settings)
+    sale = open_sale(stack_settings, fresh_sku("watch"), 60, buyers=200, store=store)
+    sku, tokens = sale.sku, sale.buyers.tokens
     barrier = threading.Barrier(len(tokens))
     statuses: list[int] = [0] * len(tokens)
 

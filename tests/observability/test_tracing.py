@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 
 from ops.devstack import Stack, free_port, local_stack
+from ops.sales import fresh_sku, open_sale
 from shared import tracing
 from shared.settings import Settings
-from shared.store import open_store
-from shared.tokens import TokenSigner
 from tests.observability.test_logs import log_file, request_line
 
 pytestmark = pytest.mark.integration
@@ -109,11 +108,8 @@ def test_the_default_stack_exports_no_spans(stack: Stack) -> None:
 
 def test_a_placed_order_continues_the_callers_trace_and_hands_it_on(traced_order: Stack, sink: Sink) -> None:
     settings = Settings.from_env(traced_order.env)
-    store = open_store(settings)
-    sku = f"traced-{uuid.uuid4().hex[:6]}"
-    store.create_sale(sku, 5, 1, None)
-    (user,) = store.ensure_users([f"{sku}@test.flashsale.dev"], b"x")
-    token = TokenSigner(settings).issue(user.user_id, user.email)[0]
+    sale = open_sale(settings, fresh_sku("traced"), 5, buyers=1)
+    sku, (token,) = sale.sku, sale.buyers.tokens
     trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
 
     request = urllib.request.Request(

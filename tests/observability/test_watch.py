@@ -10,10 +10,11 @@ import uuid
 import pytest
 
 from ops.devstack import Stack
+from ops.sales import fresh_sku, open_sale
 from ops.watch import Scrape, quantile
 from shared.settings import Settings
 from shared.store import open_store
-from tests.clients import press_buy, sale_with_buyers
+from tests.clients import press_buy
 from tests.conftest import ROOT
 
 PAGE = """\
@@ -72,9 +73,9 @@ def test_a_second_frame_shows_rates_and_the_recent_p99(monkeypatch: pytest.Monke
 
 @pytest.mark.integration
 def test_once_shows_the_sale_against_the_stack(stack: Stack, stack_settings: Settings) -> None:
-    sale = sale_with_buyers(stack_settings, "watched", stock=3, buyers=5)
+    sale = open_sale(stack_settings, fresh_sku("watched"), 3, buyers=5)
     sku = sale.sku
-    statuses = [press_buy(stack.url("order"), token, sku, "k")[0] for token in sale.tokens]
+    statuses = [press_buy(stack.url("order"), token, sku, "k")[0] for token in sale.buyers.tokens]
     assert statuses == [201, 201, 201, 409, 409]
 
     env = {**os.environ, **stack.env, "COLUMNS": "100"}

@@ -17,12 +17,11 @@ import pytest
 from werkzeug.test import TestResponse
 
 from ops.devstack import Stack
+from ops.loadusers import mint_buyers
 from shared import validation
 from shared.context import Context
 from shared.errors import InvalidRequest
 from shared.settings import Settings
-from shared.store import open_store
-from shared.tokens import TokenSigner
 from tests import openapi
 from tests.clients import bearer, function_client
 from tests.conftest import Mint
@@ -181,8 +180,7 @@ def test_json_numbers(ctx: Context, mint: Mint, quantity: bytes, status: int) ->
 @pytest.mark.parametrize(("function", "path"), [("auth", "/register"), ("order", "/orders")])
 def test_a_body_without_a_length_is_still_capped(stack: Stack, stack_settings: Settings, function: str, path: str) -> None:
     """Chunked transfer carries no Content-Length: the limit must hold on what is read, not on what is announced."""
-    user = open_store(stack_settings).ensure_users(["chunked@test.flashsale.dev"], b"not-a-login")[0]
-    token = TokenSigner(stack_settings).issue(user.user_id, user.email)[0]
+    token = mint_buyers(stack_settings, 1, prefix="chunked-").tokens[0]
     parts = urlsplit(stack.url(function))
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
     chunks = (b'{"pad": "' + b"x" * 4096 if i == 0 else b"x" * 4096 for i in range(8))  # 32 KiB, twice the limit
