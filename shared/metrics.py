@@ -119,6 +119,8 @@ PINNED_NAMES = frozenset(
         "flashsale_dependency_errors_total",
         "flashsale_logins_total",
         "flashsale_password_hash_seconds",
+        "flashsale_dependency_degraded",
+        "flashsale_gate_heals_total",
     }
 )
 
