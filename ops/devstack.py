@@ -113,6 +113,9 @@ class Stack:
     cpus: Mapping[str, str] = field(default_factory=dict)  # function -> taskset CPU list
     log_dir: Path | None = None
     log_lines: LogLines | None = None  # set: each function's output goes through it (files and terminal) instead of log_dir
+    # Each function's metric files in <metrics_dir>/<function>, emptied at its start: a group killed
+    # with SIGKILL cannot remove a temporary directory of its own, so it leaves nothing behind in /tmp.
+    metrics_dir: Path | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def url(self, function: str) -> str:
@@ -129,6 +132,8 @@ class Stack:
         # Local by default (an explicit BIND_HOST wins); a container keeps the settings' 0.0.0.0.
         env = {"BIND_HOST": LOCAL_HOST, **os.environ, **self.env, "FUNCTION": function, "PORT": str(self.ports[function])}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        if self.metrics_dir is not None and not env.get("PROMETHEUS_MULTIPROC_DIR"):
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir / function)
         command = [sys.executable, "-m", "shared.serving", function]
         if function in self.cpus and shutil.which("taskset"):
             command = ["taskset", "-c", self.cpus[function], *command]
@@ -229,7 +234,7 @@ def local_stack(
     if "events" in functions:
         # order.placed goes to the local event consumer, as the SinkBinding points it at the Broker on Knative.
         env.setdefault("K_SINK", f"http://127.0.0.1:{ports['events']}/")
-    stack = Stack(env=env, ports=ports, functions=functions, cpus=cpus or {}, log_dir=workdir / "logs")
+    stack = Stack(env=env, ports=ports, functions=functions, cpus=cpus or {}, log_dir=workdir / "logs", metrics_dir=workdir / "metrics")
     try:
         stack.start()
         yield stack, redis
@@ -411,7 +416,7 @@ def run_dev_stack(
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     redis: RedisServer | None = None
-    stack = Stack(env=env, ports=ports, functions=functions, log_lines=log_lines)
+    stack = Stack(env=env, ports=ports, functions=functions, log_lines=log_lines, metrics_dir=var_dir / "metrics")
     info_path, saved = var_dir / DEVSTACK_FILE, False
     try:
         if is_set("REDIS_URL"):

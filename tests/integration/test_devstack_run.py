@@ -174,6 +174,11 @@ def test_lines_are_shown_named_and_kept_and_ctrl_c_stops_everything_within_5_sec
         others = [record for other in FUNCTIONS if other != function for record in dev_stack.printed(other)]
         assert not any(record.get("request_id") == mark for record in others), f"{function}'s line under another name"
 
+    # Metric files in var/metrics/<function>, emptied when the function starts again: a group
+    # killed with SIGKILL used to leave its /tmp/flashsale-metrics-* directory behind for good.
+    for function in FUNCTIONS:
+        assert any((dev_stack.var / "metrics" / function).glob("*.db")), function
+
     # A client in the middle of sending a body holds a worker: gunicorn would wait for it
     # up to its graceful timeout (10 s), so the stack must cut it off to keep its bound.
     held = [socket.create_connection(("127.0.0.1", int(dev_stack.url(f).rsplit(":", 1)[1])), timeout=10) for f in FUNCTIONS]
