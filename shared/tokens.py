@@ -258,10 +258,6 @@ class TokenVerifier:
         """
         return self._verified.get(token.raw) or self._remember(token.raw, self.check(token))
 
-    def verify_cached(self, token: str) -> Claims:
-        """``verify_token`` on a raw token; a remembered one is not even parsed."""
-        return self._verified.get(token) or self._remember(token, self.check(parse_token(token)))
-
     def from_header(self, authorization: str | None) -> Claims:
         """``parse_bearer`` then ``verify_token``."""
         return self.verify_token(parse_bearer(authorization))
