@@ -8,7 +8,7 @@ from werkzeug.wrappers import Request as BareRequest
 from shared import validation
 from shared.context import context, function_router
 from shared.http import Ready, json_response, read_json
-from shared.tokens import BearerToken, parse_bearer
+from shared.tokens import BearerToken
 
 router = function_router("order", key="public_key")  # problem pages, readiness (the database and the key; Redis only reported), metrics
 
@@ -20,7 +20,7 @@ def read_order(request: BareRequest) -> tuple[BearerToken, validation.OrderReque
     signature check, the costliest step (docs/security.md).
     """
     ctx = context()
-    token = parse_bearer(request.headers.get("Authorization"))
+    token = ctx.verifier.bearer(request.headers.get("Authorization"))
     wanted = validation.order_request(read_json(request, ctx.settings.max_body_bytes))
     key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
     ctx.orders.refuse_from_memory(wanted.sku, token.unverified_subject)

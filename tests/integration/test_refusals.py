@@ -46,7 +46,8 @@ class Calls:
 
     def _spy(self, name: str, target: Any) -> None:
         for attribute in dir(target):
-            if attribute.startswith("_") or attribute in {"public_key", "public_raw", "key_id", "settings", "redis", "store"}:
+            # bearer: the header parsed (and remembered) in memory; the signature is checked by check().
+            if attribute.startswith("_") or attribute in {"public_key", "public_raw", "key_id", "settings", "redis", "store", "bearer"}:
                 continue
             original = getattr(target, attribute)
             if callable(original):

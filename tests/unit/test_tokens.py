@@ -18,6 +18,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shared import tokens
 from shared.errors import Unauthorized
 from shared.settings import Settings
 from shared.tokens import MAX_TOKEN_CHARS, BearerToken, Claims, TokenSigner, TokenVerifier, parse_bearer, parse_token
@@ -418,3 +419,29 @@ def test_the_jwks_publishes_the_public_key_under_its_rfc7638_thumbprint(verifier
     assert base64.urlsafe_b64decode(key["x"] + "=") == verifier.public_raw
     canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": key["x"]}, separators=(",", ":")).encode()
     assert key["kid"] == b64(hashlib.sha256(canonical).digest())
+
+
+def test_a_parsed_header_is_remembered_and_never_stands_for_another(
+    signer: TokenSigner, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loser's second press is not parsed again; a remembered parse is no verdict, and a bad header is never remembered."""
+    raw, _ = signer.issue("user-7", "u7@example.com")
+    first = verifier.bearer(f"Bearer {raw}")
+    parses = {"n": 0}
+    real = tokens.parse_bearer
+
+    def counting(authorization: str | None) -> BearerToken:
+        parses["n"] += 1
+        return real(authorization)
+
+    monkeypatch.setattr(tokens, "parse_bearer", counting)
+    assert verifier.bearer(f"Bearer {raw}") is first and parses["n"] == 0
+    header, _, signature = raw.split(".")
+    forged = f"{header}.{b64json(claims(sub='victim'))}.{signature}"
+    assert verifier.bearer(f"Bearer {forged}").unverified_subject == "victim" and parses["n"] == 1
+    with pytest.raises(Unauthorized):
+        verifier.verify_token(verifier.bearer(f"Bearer {forged}"))  # remembered as parsed, still refused
+    for _ in range(2):
+        with pytest.raises(Unauthorized, match=SEND_BEARER):
+            verifier.bearer(raw)  # no scheme: refused each time, never remembered
+    assert parses["n"] == 3
