@@ -26,6 +26,9 @@ class Config:
     timewait_deadline_s: float = 90  # ... or after this long anyway (TIME_WAIT lasts 60 s on Linux)
     # sustained scenarios
     duration_s: int = 20
+    # losers and observability: one pair moves 10-20 % here and their targets are tight, so this many pairs,
+    # the side going first alternating, and the median one reported
+    pair_rounds: int = 3
     losers_vus: int = 1_000
     stock_vus: tuple[int, ...] = (200, 1_000)
     login_vus_per_cpu: int = 4  # enough to keep every auth worker busy with a queue behind it
@@ -49,7 +52,7 @@ class Config:
 
     @classmethod
     def quick_run(cls, **overrides: Any) -> Config:
-        """A few minutes, for development: smaller crowds, shorter runs, one round (same VU levels)."""
+        """A few minutes, for development: smaller crowds, shorter runs, one round of each (same VU levels)."""
         small = cls(
             quick=True,
             buyers=2_000,
@@ -57,6 +60,7 @@ class Config:
             crowd_rounds=1,
             timewait_deadline_s=20,
             duration_s=6,
+            pair_rounds=1,
             seed_vus=50,
             seed_duration_s=6,
             seed_gap_s=2,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import Measure, ratio
-from bench.results import Pair, Results
+from bench.results import Pair, PairRound, Results, median_round
 from bench.targets import TARGETS, Target
 
 DOC_START = "<!-- bench:start -->"
@@ -94,11 +94,16 @@ def headline_table(results: Results) -> str:
         )
         if b is not None and r is not None:
             rows.append([f"{title}: the function's CPU per answer", ms(b), ms(r), times(ratio(r, b))])
-    rows += _pair_rows(f"losers after sell-out ({c.get('losers_vus', 0):,} VUs)", results.pairs.get("losers"))
+    rows += _pair_rows(
+        f"losers after sell-out ({c.get('losers_vus', 0):,} VUs{_median_of(results, 'losers')})", results.pairs.get("losers")
+    )
     for name, pair in results.pairs.items():
         if name.startswith("stock-"):
             rows += _pair_rows(f"stock-check ({int(name.removeprefix('stock-')):,} VUs)", pair)
-    rows += _pair_rows("losers, metrics and logs off (first column) vs on", results.pairs.get("observability"))
+    rows += _pair_rows(
+        f"losers, metrics and logs off (first column) vs on{_median_of(results, 'observability')}",
+        results.pairs.get("observability"),
+    )
     if results.login is not None:
         raw = results.bcrypt.get("per_second")
         rows.append(
@@ -128,6 +133,12 @@ def headline_table(results: Results) -> str:
                 ]
             )
     return table(["scenario", "baseline (or reference)", "flashsale", "ratio"], rows)
+
+
+def _median_of(results: Results, name: str) -> str:
+    """How a pair run in rounds became one figure, for its title; nothing for a pair of one run (and an old results.json)."""
+    rounds = results.pair_rounds.get(name, [])
+    return f"; median of {len(rounds)} rounds" if len(rounds) > 1 else ""
 
 
 def crowd_table(results: Results) -> str:
@@ -241,11 +252,56 @@ MEASURE_HEADERS = ["run", "answered", "req/s", "p50", "p95", "p99", "max", "no a
 def sustained_table(results: Results) -> str:
     rows = []
     for name, pair in results.pairs.items():
-        rows.append(measure_row(f"{name} baseline", pair.baseline))
-        rows.append(measure_row(f"{name} flashsale", pair.real))
+        rounds = results.pair_rounds.get(name, [])
+        which = f", round {pair.number} of {len(rounds)} (the median)" if len(rounds) > 1 and isinstance(pair, PairRound) else ""
+        rows.append(measure_row(f"{name} baseline{which}", pair.baseline))
+        rows.append(measure_row(f"{name} flashsale{which}", pair.real))
     if results.login is not None:
         rows.append(measure_row("login flashsale", results.login))
     return table(MEASURE_HEADERS, rows)
+
+
+def pair_rounds_table(results: Results) -> str:
+    """Every round of the pairs run in rounds, so the spread behind each median shows."""
+    rows = []
+    for name, rounds in results.pair_rounds.items():
+        median = median_round(rounds)  # the rule that made results.pairs[name]
+        for r in rounds:
+            rows.append(
+                [
+                    name,
+                    str(r.number),
+                    r.first,
+                    number(r.baseline.rps),
+                    number(r.real.rps),
+                    times(r.rps_ratio),
+                    ms(r.baseline.p99_ms),
+                    ms(r.real.p99_ms),
+                    times(r.p99_ratio),
+                    "**median**" if r is median else "",
+                ]
+            )
+    headers = [
+        "pair",
+        "round",
+        "ran first",
+        "baseline req/s",
+        "flashsale req/s",
+        "req/s ratio",
+        "baseline p99",
+        "flashsale p99",
+        "p99 ratio",
+        "",
+    ]
+    return table(headers, rows)
+
+
+PAIR_ROUNDS_NOTE = (
+    "Losers and observability run as several pairs, the order alternating (odd rounds the baseline first, even rounds "
+    "flashsale first). The round whose req/s ratio is the median stands for them, in the tables above and the targets, "
+    "with that same round's p99 ratio (of an even number of rounds, the lower of the two middle ones). For observability "
+    "the baseline is flashsale with metrics and logs off."
+)
 
 
 def isolation_table(results: Results) -> str:
@@ -383,6 +439,8 @@ def report_markdown(results: Results, charts: Sequence[str]) -> str:
             ]
     if results.pairs or results.login:
         sections += ["## Sustained load", sustained_table(results)]
+    if results.pair_rounds:
+        sections += ["### Round by round", PAIR_ROUNDS_NOTE, pair_rounds_table(results)]
     if results.isolation:
         sections += ["## Isolation", isolation_note(results), isolation_table(results)]
     if results.seed_matrix:

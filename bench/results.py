@@ -35,6 +35,34 @@ class Pair:
 
 
 @dataclass
+class PairRound(Pair):
+    """One round of a sustained pair; ``first`` is the side that ran first in it (the order alternates)."""
+
+    number: int = 1
+    first: str = "baseline"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "number": self.number, "first": self.first}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PairRound:
+        return cls(Measure.from_json(data["baseline"]), Measure.from_json(data["real"]), data["number"], data["first"])
+
+
+def median_round(rounds: list[PairRound]) -> PairRound:
+    """The round whose req/s ratio is the median, its own p99 ratio beside it: figures measured together.
+
+    Of an even number the lower of the two middle rounds (the less flattering), so the
+    figures are always one round's and never an average of two. Rounds without a req/s
+    ratio sort first; ties keep the rounds' order.
+    """
+    if not rounds:
+        raise ValueError("no rounds to take the median of")
+    ranked = sorted(rounds, key=lambda r: (r.rps_ratio is not None, r.rps_ratio or 0.0))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+@dataclass
 class CrowdRound(Pair):
     """One crowd on each; ``checks`` are the real crowd's outcome read from the database."""
 
@@ -94,7 +122,9 @@ class Results:
     meta: dict[str, Any] = field(default_factory=dict)  # when, machine, settings, command
     workers: dict[str, int] = field(default_factory=dict)  # gunicorn workers serving each function
     crowd: list[CrowdRound] = field(default_factory=list)
-    pairs: dict[str, Pair] = field(default_factory=dict)  # losers, stock-200, stock-1000
+    pairs: dict[str, Pair] = field(default_factory=dict)  # losers, stock-200, stock-1000, observability
+    # losers and observability over their alternating rounds; pairs[name] is then the median round
+    pair_rounds: dict[str, list[PairRound]] = field(default_factory=dict)
     login: Measure | None = None
     bcrypt: dict[str, Any] = field(default_factory=dict)  # micro.Rate.to_json()
     isolation: dict[str, Measure] = field(default_factory=dict)  # split-alone, split-storm, monolith-alone, monolith-storm
@@ -119,6 +149,13 @@ class Results:
     @property
     def crowd_rps_ratio(self) -> float | None:
         return self.crowd_value(lambda r: r.rps_ratio, higher_is_better=True)
+
+    # the sustained pairs run in rounds --------------------------------------
+    def file_pair_rounds(self, name: str, rounds: list[PairRound]) -> PairRound:
+        """Keep every round of ``name``; its median round stands for it wherever ``pairs`` is read (the targets too)."""
+        self.pair_rounds[name] = list(rounds)
+        self.pairs[name] = median = median_round(rounds)
+        return median
 
     # the other comparisons ---------------------------------------------------
     @property
@@ -156,7 +193,9 @@ class Results:
         losers = self.pairs.get("losers")
         stock_runs = [p.real for name, p in self.pairs.items() if name.startswith("stock")]
         stock = _busiest(stock_runs)
-        order_runs = [r.real for r in self.crowd] + [p.real for name, p in self.pairs.items() if name in ("losers", "observability")]
+        sustained = ("losers", "observability")
+        order_runs = [r.real for r in self.crowd] + [p.real for name, p in self.pairs.items() if name in sustained]
+        order_runs += [r.real for name in sustained for r in self.pair_rounds.get(name, [])]  # every round's slowest answer
         login_runs = [m for m in (self.login, self.storm_logins.get("split")) if m is not None]
         crowd_rps = self.crowd_value(lambda r: r.real.rps, higher_is_better=True)
         crowd_p99 = self.crowd_value(lambda r: r.real.p99_ms, higher_is_better=False)
@@ -192,6 +231,7 @@ class Results:
             "workers": self.workers,
             "crowd": [r.to_json() for r in self.crowd],
             "pairs": {name: p.to_json() for name, p in self.pairs.items()},
+            "pair_rounds": {name: [r.to_json() for r in rounds] for name, rounds in self.pair_rounds.items()},
             "login": self.login.to_json() if self.login else None,
             "bcrypt": self.bcrypt,
             "isolation": {name: m.to_json() for name, m in self.isolation.items()},
@@ -204,11 +244,16 @@ class Results:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Results:
+        """Also a results.json from before the rounds (no ``pair_rounds``): each pair is then its one run."""
+        pair_rounds = {name: [PairRound.from_json(r) for r in rounds] for name, rounds in data.get("pair_rounds", {}).items() if rounds}
+        pairs: dict[str, Pair] = {name: Pair.from_json(p) for name, p in data.get("pairs", {}).items()}
+        pairs.update({name: median_round(rounds) for name, rounds in pair_rounds.items()})
         return cls(
             meta=data.get("meta", {}),
             workers=data.get("workers", {}),
             crowd=[CrowdRound.from_json(r) for r in data.get("crowd", [])],
-            pairs={name: Pair.from_json(p) for name, p in data.get("pairs", {}).items()},
+            pairs=pairs,
+            pair_rounds=pair_rounds,
             login=Measure.from_json(data["login"]) if data.get("login") else None,
             bcrypt=data.get("bcrypt", {}),
             isolation={name: Measure.from_json(m) for name, m in data.get("isolation", {}).items()},

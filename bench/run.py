@@ -1,7 +1,7 @@
 """make bench: every scenario of issue 4 in one go on this machine, the baseline beside each.
 
-python -m bench.run              # make bench: about 20 minutes on 2 cores
-python -m bench.run --quick      # a few minutes: smaller crowds, shorter runs, one crowd round
+python -m bench.run              # make bench: 18-21 minutes on 2 cores
+python -m bench.run --quick      # a few minutes: smaller crowds, shorter runs, one round of each
 
 Writes bench/results/<timestamp>/ (report.md, charts, figures.json, results.json,
 raw k6 summaries and points in raw/, py-spy profiles of missed targets); a full
@@ -64,6 +64,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stock", type=int, help="units of each crowd's sale (1,000)")
     parser.add_argument("--crowd-rounds", type=int, help="crowds on each of baseline and flashsale (3)")
     parser.add_argument("--crowd-pick", choices=("median", "best"), help="how the rounds become one figure (median)")
+    parser.add_argument("--pair-rounds", type=int, help="pairs of losers and of observability, order alternating; the median reported (3)")
     parser.add_argument("--duration", type=int, help="seconds of each sustained run (20)")
     parser.add_argument("--bcrypt-rounds", type=int, help="bcrypt cost for the functions and the raw measurement (BCRYPT_ROUNDS, else 12)")
     parser.add_argument("--log-level", help="LOG_LEVEL of the functions (INFO, as deployed); WARNING drops the access log line")
@@ -81,6 +82,7 @@ def configure(args: argparse.Namespace) -> Config:
         "stock": args.stock,
         "crowd_rounds": args.crowd_rounds,
         "crowd_pick": args.crowd_pick,
+        "pair_rounds": args.pair_rounds,
         "duration_s": args.duration,
         "bcrypt_rounds": args.bcrypt_rounds or Settings.from_env().bcrypt_rounds,
         "log_level": args.log_level,

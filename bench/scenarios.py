@@ -16,7 +16,7 @@ from bench.cpu import CpuUse, metered
 from bench.measure import Measure, load_average, measure
 from bench.profile import recording
 from bench.report import number
-from bench.results import CrowdRound, Pair, Results
+from bench.results import CrowdRound, Pair, PairRound, Results, median_round
 from bench.sites import Site
 from ops.sales import fresh_sku, open_sale
 from ops.verdict import crowd_checks
@@ -31,6 +31,21 @@ def redis_scripts_run(settings: Settings) -> int:
     """Lua scripts redis-server has run since it started (every gate admission is one)."""
     stats = RedisConn(settings).client.info("commandstats")
     return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+
+def pair_order(round_number: int) -> tuple[str, str]:
+    """Odd rounds run the baseline first, even rounds flashsale: whoever runs first (a cooler machine,
+    a fresher page cache) is not always the same side."""
+    return ("baseline", "flashsale") if round_number % 2 else ("flashsale", "baseline")
+
+
+def compared(pair: Pair) -> str:
+    """One progress line's figures: each side's req/s and p99, and the ratios."""
+    b, r = pair.baseline, pair.real
+    return (
+        f"baseline {number(b.rps)} req/s p99 {number(b.p99_ms, ' ms')} | flashsale {number(r.rps)} req/s "
+        f"p99 {number(r.p99_ms, ' ms')} | req/s {number(pair.rps_ratio, 'x')}, p99 {number(pair.p99_ratio, 'x')}"
+    )
 
 
 class Bench:
@@ -68,12 +83,30 @@ class Bench:
         _, real = self.run(script, sites["flashsale"].env(sku, **knobs), f"{name}-flashsale", scenario, seconds)
         found = Pair(baseline, real)
         self.results.pairs[name] = found
-        self.say(
-            name,
-            f"baseline {number(baseline.rps)} req/s p99 {number(baseline.p99_ms, ' ms')} | flashsale {number(real.rps)} req/s "
-            f"p99 {number(real.p99_ms, ' ms')} | req/s {number(found.rps_ratio, 'x')}, p99 {number(found.p99_ratio, 'x')}",
-        )
+        self.say(name, compared(found))
         return found
+
+    def pair_rounds(
+        self, name: str, script: str, sites: dict[str, Site], sku: str, scenario: str, seconds: float, **knobs: object
+    ) -> PairRound:
+        """``config.pair_rounds`` pairs, the order alternating so neither side always runs first; the median round stands for them.
+
+        Filed after every round: a run that stops early still reports the rounds it measured.
+        """
+        rounds: list[PairRound] = []
+        total = max(1, self.config.pair_rounds)
+        for round_number in range(1, total + 1):
+            measured: dict[str, Measure] = {}
+            order = pair_order(round_number)
+            for target in order:
+                label = f"{name}-{round_number}-{target}"
+                _, measured[target] = self.run(script, sites[target].env(sku, **knobs), label, scenario, seconds)
+            rounds.append(PairRound(measured["baseline"], measured["flashsale"], round_number, order[0]))
+            self.results.file_pair_rounds(name, rounds)
+            self.say(f"{name} {round_number}/{total}", f"{order[0]} first | {compared(rounds[-1])}")
+        median = median_round(rounds)
+        self.say(name, f"the median by req/s ratio is round {median.number} of {total}")
+        return median
 
     # the crowd ------------------------------------------------------------------------
     def drain(self) -> float:
@@ -143,7 +176,7 @@ class Bench:
     def losers(self, sites: dict[str, Site]) -> None:
         c = self.config
         sku = self.sold_out(sites["flashsale"])
-        self.pair("losers", "buyers.js", sites, sku, "buyers", c.duration_s, VUS=c.losers_vus, DURATION=f"{c.duration_s}s")
+        self.pair_rounds("losers", "buyers.js", sites, sku, "buyers", c.duration_s, VUS=c.losers_vus, DURATION=f"{c.duration_s}s")
 
     def observability(self, sites: dict[str, Site]) -> None:
         """What metrics and logs cost a request: losers on the same sold-out sale, observed and quiet."""
@@ -151,7 +184,8 @@ class Bench:
         sku = fresh_sku("observability")
         for site in sites.values():  # one sku name in each site's own database
             open_sale(site.settings, sku, 0)
-        self.pair("observability", "buyers.js", sites, sku, "buyers", c.duration_s, VUS=c.losers_vus, DURATION=f"{c.duration_s}s")
+        knobs = {"VUS": c.losers_vus, "DURATION": f"{c.duration_s}s"}
+        self.pair_rounds("observability", "buyers.js", sites, sku, "buyers", c.duration_s, **knobs)
 
     def stock_check(self, sites: dict[str, Site], vus: int) -> None:
         c = self.config
