@@ -48,7 +48,7 @@ STEPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("  login (bcrypt, token)", _named("Accounts.login")),
     ("  access log line", lambda frame: frame.startswith("line (") and "logs.py" in frame),
     ("  metrics (prometheus_client)", _in_file("prometheus_client/")),
-    ("SQLite", _in_file("store/sqlite.py")),
+    ("SQLite", _in_file("store/sqlite")),  # sqlite.py and sqlite_placement.py
     ("Redis client", _in_file("redis/")),
     # py-spy counts the writer's timed wait as a sample: the crowd's CPU table has its real CPU ("other threads").
     ("log writer thread (its waits included)", _named("_Writer._drain")),

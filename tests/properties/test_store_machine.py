@@ -190,7 +190,7 @@ class SqliteMachine(StoreMachine):
     def crash_mid_transaction(self, user: str, quantity: int) -> None:
         """Die after the sale row and tickets were touched, before the order row: the transaction must leave nothing."""
         before = self.store.sale_stats(SKU)
-        with mock.patch("shared.store.sqlite._order_id", side_effect=Crash):
+        with mock.patch("shared.store.sqlite_placement._order_id", side_effect=Crash):
             try:
                 self._place(user, quantity, None)
             except (Crash, LimitReached, SoldOut):
