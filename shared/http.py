@@ -19,7 +19,7 @@ from flask import Flask, Request, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request as BareRequest
 
 from shared import logs
@@ -209,7 +209,8 @@ class Router:
     _shortcuts: list[_Shortcut] = field(default_factory=list)
     _handlers: dict[str, tuple[str, Handler]] = field(default_factory=dict)  # endpoint: (pattern, handler)
     # werkzeug's matching: a GET route answers HEAD too, and a path another method owns is a 405 with Allow.
-    _map: Map = field(default_factory=lambda: Map([Rule(probe, methods=["GET"], endpoint=probe) for probe in PROBES]))
+    # merge_slashes off: "/stock//x" is no route (404), not a redirect to "/stock/x", which is no answer an API gives.
+    _map: Map = field(default_factory=lambda: Map([Rule(probe, methods=["GET"], endpoint=probe) for probe in PROBES], merge_slashes=False))
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -359,7 +360,7 @@ class Router:
         except WerkzeugMethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.valid_methods or ()))
             raise MethodNotAllowed(f"use {allowed}", headers={"Allow": allowed}) from None
-        except WerkzeugNotFound:
+        except (WerkzeugNotFound, RequestRedirect):  # a redirect: a path only another spelling of would match
             raise NotFound(f"no route for {request.method} {path}") from None
         if endpoint in PROBES:
             return endpoint, (lambda: json_response({"status": "ok"})) if endpoint == "/healthz" else self._ready

@@ -61,6 +61,13 @@ def test_an_unknown_path_is_404_not_405() -> None:
     assert answer("GET", "/stock/a/b").status_code == 404  # a parameter never spans a slash
 
 
+def test_doubled_slashes_are_no_route_not_a_redirect() -> None:
+    """werkzeug merges slashes by redirecting (308), which became a 500: "/stock//x" is a 404."""
+    for path in ("/stock//x", "/stock//x/y"):
+        response = answer("GET", path)
+        assert response.status_code == 404 and response.get_json()["code"] == "not_found", (path, response.status_code)
+
+
 def test_a_trailing_slash_is_the_same_route() -> None:
     assert answer("GET", "/stock/x/").get_json() == {"sku": "x"}
 
