@@ -115,6 +115,24 @@ def placed(answer: Placement) -> PlacedOrder:
     return answer
 
 
+class PlacesOneAsABatch:
+    """``place_order`` as a batch of one, for a store whose ``place_orders`` decides every order: one path, not two."""
+
+    def place_orders(self, requests: Sequence[OrderRequest]) -> list[Placement]:
+        raise NotImplementedError
+
+    def place_order(
+        self,
+        sku: str,
+        user_id: str,
+        quantity: int,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> PlacedOrder:
+        return placed(self.place_orders([OrderRequest(sku, user_id, quantity, idempotency_key, request_hash)])[0])
+
+
 def again(failure: StoreError) -> StoreError:
     """A copy of a failure that answers a whole batch, one per caller: one instance raised in many threads tangles their tracebacks."""
     copy = StoreError(failure.detail)

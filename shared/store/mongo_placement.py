@@ -37,13 +37,13 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from shared.errors import FlashsaleError, InvalidRequest, LimitReached, SoldOut, StoreError, UnknownSku
 from shared.models import Order, OrderRequest, PlacedOrder, Sale, utcnow
-from shared.store.base import Placement, again, placed
+from shared.store.base import Placement, PlacesOneAsABatch, again
 from shared.store.mongo_common import Doc, _unavailable
 
 DUPLICATE_KEY = 11000
 
 
-class MongoPlacement:
+class MongoPlacement(PlacesOneAsABatch):
     """MongoStore's order placement, as a base class; the store supplies what is declared under TYPE_CHECKING."""
 
     if TYPE_CHECKING:
@@ -160,17 +160,6 @@ class MongoPlacement:
                 lost.add(rest[at].order_id)
                 rest = rest[at + 1 :]
         return lost
-
-    def place_order(
-        self,
-        sku: str,
-        user_id: str,
-        quantity: int,
-        *,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-    ) -> PlacedOrder:
-        return placed(self.place_orders([OrderRequest(sku, user_id, quantity, idempotency_key, request_hash)])[0])
 
     def place_orders(self, requests: Sequence[OrderRequest]) -> list[Placement]:
         answers: list[Placement] = []

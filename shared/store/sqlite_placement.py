@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from shared.errors import FlashsaleError, InvalidRequest, LimitReached, SoldOut, StoreError, UnknownSku
 from shared.models import Order, OrderRequest, PlacedOrder, utcnow
-from shared.store.base import Placement, again, placed
+from shared.store.base import Placement, PlacesOneAsABatch, again
 
 
 def _order_id() -> str:
@@ -117,7 +117,7 @@ class _Batch:
         return PlacedOrder(order)
 
 
-class SqlitePlacement:
+class SqlitePlacement(PlacesOneAsABatch):
     """SqliteStore's order placement, as a base class; the store supplies what is declared under TYPE_CHECKING."""
 
     if TYPE_CHECKING:
@@ -134,17 +134,6 @@ class SqlitePlacement:
         def _order_holding(row: sqlite3.Row, held: tuple[int, ...]) -> Order: ...
 
         def _find_by_key(self, conn: sqlite3.Connection, user_id: str, key: str) -> Order | None: ...
-
-    def place_order(
-        self,
-        sku: str,
-        user_id: str,
-        quantity: int,
-        *,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-    ) -> PlacedOrder:
-        return placed(self.place_orders([OrderRequest(sku, user_id, quantity, idempotency_key, request_hash)])[0])
 
     def place_orders(self, requests: Sequence[OrderRequest]) -> list[Placement]:
         """All the orders in one write transaction, so one fsync confirms them all.
