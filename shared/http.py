@@ -19,7 +19,7 @@ from flask import Flask, Request, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
-from werkzeug.routing import Map, RequestRedirect, Rule
+from werkzeug.routing import Map, MapAdapter, RequestRedirect, Rule
 from werkzeug.wrappers import Request as BareRequest
 
 from shared import logs
@@ -353,10 +353,15 @@ class Router:
         for observe in self.on_error:
             observe(error)
 
+    @functools.cached_property
+    def _matcher(self) -> MapAdapter:
+        """The map bound once: its match() picks up routes added later, and the method is given per request."""
+        return self._map.bind("")
+
     def _match(self, request: Request) -> tuple[str, Callable[[], Response]]:
         path = request.path.rstrip("/") or "/"
         try:
-            endpoint, params = self._map.bind("", default_method=request.method).match(path, request.method)
+            endpoint, params = self._matcher.match(path, request.method)
         except WerkzeugMethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.valid_methods or ()))
             raise MethodNotAllowed(f"use {allowed}", headers={"Allow": allowed}) from None
