@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -73,6 +73,28 @@ class RedisConn:
                 self.trip(exc)
                 raise RedisDown(str(exc)) from exc
             raise
+
+    def warm(self, count: int = MAX_CONNECTIONS) -> int:
+        """Open ``count`` of the pool's connections now; returns how many are open.
+
+        A crowd's first second otherwise opens them under load: with thousands
+        of greenlets queued for the CPU, a loopback connect outlived
+        ``redis_timeout_seconds`` and tripped the breaker, sending presses to
+        the database for ``redis_retry_after_seconds`` (seen in a `make bench`
+        crowd). A failure stops here and leaves the rest to open on demand; it
+        never trips the breaker, since no request is waiting.
+        """
+        pool = self.client.connection_pool
+        taken: list[Any] = []
+        try:
+            for _ in range(count):
+                taken.append(pool.get_connection())  # connects, or raises
+        except (redis.RedisError, OSError) as exc:
+            log.info("redis: %d of %d connections opened at start: %s", len(taken), count, exc)
+        finally:
+            for connection in taken:
+                pool.release(connection)
+        return len(taken)
 
     def trip(self, exc: Exception) -> None:
         with self._lock:

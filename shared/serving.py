@@ -112,9 +112,13 @@ def post_worker_init(worker: Any) -> None:
     Context yet, yet logs each request. Tracing, if the settings turn it on.
     Every request body within BODY_TIMEOUT_SECONDS or 408 (shared/bodytimeout.py,
     outermost, so before the order shortcuts read a body too). The healing loop
-    in stock and events workers (shared/healing.py).
+    in stock and events workers (shared/healing.py). The Redis pool of the
+    functions a crowd presses opened now, not in the crowd's first second
+    (shared/redisconn.py ``RedisConn.warm``).
     """
     from shared import bodytimeout, healing, logs, tracing
+    from shared.context import context
+    from shared.redisconn import MAX_CONNECTIONS
 
     settings = get_settings()
     logs.configure(settings)
@@ -122,6 +126,11 @@ def post_worker_init(worker: Any) -> None:
     tracing.configure(settings, function, app=worker.wsgi)
     worker.wsgi = bodytimeout.guard(worker.wsgi, settings, function)
     healing.start(function, settings)
+    # order's whole pool: every press reaches the gate until the sold-out memo
+    # arms; a few for stock's cache misses.
+    warm = {"order": MAX_CONNECTIONS, "stock": 8}.get(function)
+    if warm:
+        context().redis.warm(warm)
 
 
 def child_exit(server: Any, worker: Any) -> None:

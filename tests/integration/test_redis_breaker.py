@@ -28,3 +28,25 @@ def test_redis_not_answering_trips_the_breaker(settings: Settings) -> None:
     with pytest.raises(RedisDown):
         conn.call(lambda client: client.ping())
     assert not conn.available
+
+
+def clients(url: str) -> int:
+    with redis.Redis.from_url(url) as admin:
+        return len(admin.client_list())
+
+
+def test_warm_opens_the_pool_before_any_call_and_calls_reuse_it(settings: Settings) -> None:
+    conn = RedisConn(settings)
+    before = clients(settings.redis_url)
+    assert conn.warm(5) == 5
+    assert clients(settings.redis_url) == before + 5
+    for _ in range(5):
+        assert conn.call(lambda client: client.ping())
+    assert clients(settings.redis_url) == before + 5  # no connect in a call: they were open
+
+
+def test_warm_without_redis_opens_nothing_and_leaves_the_breaker_closed(settings: Settings) -> None:
+    dead = redis.Redis(connection_pool=redis.BlockingConnectionPool(host="127.0.0.1", port=1, socket_connect_timeout=0.2))
+    conn = RedisConn(settings, client=dead)
+    assert conn.warm(64) == 0  # stops at the first refusal: one connect, not 64
+    assert conn.available  # no request was waiting on it
