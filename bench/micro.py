@@ -58,6 +58,27 @@ class Rate:
         }
 
 
+@dataclass(frozen=True)
+class StoreRound:
+    """One round of the store row: one order a transaction and a batch a transaction, run one after the other."""
+
+    number: int
+    single: Rate
+    batched: Rate
+
+    @property
+    def ratio(self) -> float | None:
+        return round(self.batched.per_second / self.single.per_second, 2) if self.single.per_second else None
+
+
+def median_store_round(rounds: list[StoreRound]) -> StoreRound:
+    """The round whose ratio is the median; of an even number the lower middle one (the less flattering)."""
+    if not rounds:
+        raise ValueError("no rounds to take the median of")
+    ranked = sorted(rounds, key=lambda r: r.ratio or 0.0)
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def _loop(call: Callable[[int], object], start_at: float, seconds: float) -> tuple[int, float]:
     time.sleep(max(0.0, start_at - time.time()))
     started = time.perf_counter()

@@ -116,7 +116,7 @@ def headline_table(results: Results) -> str:
         )
     single = results.micro.get("database", {}).get("per_second")
     for key, label, value in (
-        ("database_batched", "store, batched vs one order a transaction (target ≥ 10×)", results.batching_ratio),
+        ("database_batched", f"store, batched vs one order a transaction (target ≥ 10×{_store_rounds(results)})", results.batching_ratio),
         ("database_batcher", "store, through OrderBatcher vs one order a transaction", results.batcher_ratio),
     ):
         if key in results.micro:
@@ -139,6 +139,12 @@ def _median_of(results: Results, name: str) -> str:
     """How a pair run in rounds became one figure, for its title; nothing for a pair of one run (and an old results.json)."""
     rounds = results.pair_rounds.get(name, [])
     return f"; median of {len(rounds)} rounds" if len(rounds) > 1 else ""
+
+
+def _store_rounds(results: Results) -> str:
+    """The store row's rounds, for its title: the median reported, every round's ratio beside it."""
+    ratios = results.micro.get("store_rounds", {}).get("ratios") or []
+    return f"; median of {len(ratios)} rounds: " + ", ".join(times(r) for r in ratios) if len(ratios) > 1 else ""
 
 
 def crowd_table(results: Results) -> str:
@@ -278,6 +284,9 @@ def pair_rounds_table(results: Results) -> str:
                     ms(r.baseline.p99_ms),
                     ms(r.real.p99_ms),
                     times(r.p99_ratio),
+                    cpu_ms(r.cpu_per_answer_ms("baseline")),
+                    cpu_ms(r.cpu_per_answer_ms("flashsale")),
+                    times(r.cpu_ratio),
                     "**median**" if r is median else "",
                 ]
             )
@@ -291,6 +300,9 @@ def pair_rounds_table(results: Results) -> str:
         "baseline p99",
         "flashsale p99",
         "p99 ratio",
+        "baseline CPU/answer",
+        "flashsale CPU/answer",
+        "CPU ratio",
         "",
     ]
     return table(headers, rows)
@@ -300,7 +312,8 @@ PAIR_ROUNDS_NOTE = (
     "Losers and observability run as several pairs, the order alternating (odd rounds the baseline first, even rounds "
     "flashsale first). The round whose req/s ratio is the median stands for them, in the tables above and the targets, "
     "with that same round's p99 ratio (of an even number of rounds, the lower of the two middle ones). For observability "
-    "the baseline is flashsale with metrics and logs off."
+    "the baseline is flashsale with metrics and logs off. The store row runs in rounds the same way (one order a "
+    "transaction, then batched; the next round the other way round), its median ratio reported."
 )
 
 
@@ -340,7 +353,7 @@ def micro_table(results: Results) -> str:
         "database_batcher": f"OrderBatcher.place_order, {results.micro.get('database_batcher', {}).get('threads')} threads a process",
     }
     for key, rate in (("bcrypt", results.bcrypt), *results.micro.items()):
-        if rate:
+        if rate and key in labels:  # store_rounds is the ratios of the store row, shown in the summary
             rows.append(
                 [
                     labels.get(key, key),

@@ -17,6 +17,17 @@ class Pair:
 
     baseline: Measure
     real: Measure
+    cpu: dict[str, CpuUse] = field(default_factory=dict)  # where the machine's CPU went during each side's run
+
+    def cpu_per_answer_ms(self, target: str) -> float | None:
+        """CPU milliseconds the serving workers spent per answer in ``target``'s run."""
+        use, measured = self.cpu.get(target), self.baseline if target == "baseline" else self.real
+        return use.per(measured.answered, use.workers_s) if use else None
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        """flashsale's CPU per answer over the baseline's: what a request costs, whatever else the machine did."""
+        return ratio(self.cpu_per_answer_ms("flashsale"), self.cpu_per_answer_ms("baseline"))
 
     @property
     def rps_ratio(self) -> float | None:
@@ -27,11 +38,18 @@ class Pair:
         return ratio(self.real.p99_ms, self.baseline.p99_ms)
 
     def to_json(self) -> dict[str, Any]:
-        return {"baseline": self.baseline.to_json(), "real": self.real.to_json(), "rps_ratio": self.rps_ratio, "p99_ratio": self.p99_ratio}
+        found = {"baseline": self.baseline.to_json(), "real": self.real.to_json(), "rps_ratio": self.rps_ratio, "p99_ratio": self.p99_ratio}
+        if self.cpu:
+            found["cpu"] = {target: use.to_json() for target, use in self.cpu.items()}
+        return found
+
+    @staticmethod
+    def _cpu_from_json(data: dict[str, Any]) -> dict[str, CpuUse]:
+        return {target: CpuUse.from_json(use) for target, use in data.get("cpu", {}).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Pair:
-        return cls(Measure.from_json(data["baseline"]), Measure.from_json(data["real"]))
+        return cls(Measure.from_json(data["baseline"]), Measure.from_json(data["real"]), cls._cpu_from_json(data))
 
 
 @dataclass
@@ -46,7 +64,9 @@ class PairRound(Pair):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PairRound:
-        return cls(Measure.from_json(data["baseline"]), Measure.from_json(data["real"]), data["number"], data["first"])
+        return cls(
+            Measure.from_json(data["baseline"]), Measure.from_json(data["real"]), cls._cpu_from_json(data), data["number"], data["first"]
+        )
 
 
 def median_round(rounds: list[PairRound]) -> PairRound:
@@ -71,12 +91,6 @@ class CrowdRound(Pair):
     sale: dict[str, Any] = field(default_factory=dict)
     waited_s: dict[str, float] = field(default_factory=dict)  # TIME_WAIT drain before each crowd
     start_lag_p99_ms: dict[str, float | None] = field(default_factory=dict)  # k6's own lateness firing the buyers
-    cpu: dict[str, CpuUse] = field(default_factory=dict)  # where the machine's CPU went during each target's crowd
-
-    def cpu_per_answer_ms(self, target: str) -> float | None:
-        """CPU milliseconds the serving workers spent per answer in ``target``'s crowd."""
-        use, measured = self.cpu.get(target), self.baseline if target == "baseline" else self.real
-        return use.per(measured.answered, use.workers_s) if use else None
 
     @property
     def correct(self) -> bool:
@@ -90,7 +104,6 @@ class CrowdRound(Pair):
             "sale": self.sale,
             "waited_s": self.waited_s,
             "start_lag_p99_ms": self.start_lag_p99_ms,
-            "cpu": {target: use.to_json() for target, use in self.cpu.items()},
         }
 
     @classmethod
@@ -98,12 +111,12 @@ class CrowdRound(Pair):
         return cls(
             Measure.from_json(data["baseline"]),
             Measure.from_json(data["real"]),
+            cls._cpu_from_json(data),
             data["number"],
             data["checks"],
             data["sale"],
             data["waited_s"],
             data.get("start_lag_p99_ms", {}),
-            {target: CpuUse.from_json(use) for target, use in data.get("cpu", {}).items()},
         )
 
 

@@ -98,7 +98,7 @@ def test_redis_server_is_found_by_its_port(redis_server: RedisServer) -> None:
 
 def test_a_crowd_round_keeps_its_cpu_through_json_and_divides_by_answers() -> None:
     use = CpuUse(wall_s=10.0, workers_s=4.0, k6_s=2.0, redis_s=0.5, machine_s=9.0)
-    found = CrowdRound(Measure("b", answered=2000), Measure("f", answered=1000), 1, {}, {}, {}, {}, {"baseline": use, "flashsale": use})
+    found = CrowdRound(Measure("b", answered=2000), Measure("f", answered=1000), {"baseline": use, "flashsale": use}, 1)
     again = CrowdRound.from_json(found.to_json())
     assert again.cpu == found.cpu
     assert again.cpu_per_answer_ms("baseline") == pytest.approx(2.0)

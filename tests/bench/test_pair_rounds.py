@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from bench import report
 from bench.config import Config
+from bench.cpu import CpuUse
 from bench.measure import Measure
+from bench.micro import Rate, StoreRound, median_store_round
 from bench.results import PairRound, Results, median_round
 from bench.scenarios import Bench, pair_order
 from bench.targets import TARGETS
@@ -19,7 +22,7 @@ from tests.bench.test_results import m, sample
 
 def pair_round(number: int, rps: tuple[float, float], p99: tuple[float, float]) -> PairRound:
     """A round with baseline and flashsale req/s and p99 as given; odd rounds ran the baseline first."""
-    return PairRound(m(rps=rps[0], p99=p99[0]), m(rps=rps[1], p99=p99[1]), number, pair_order(number)[0])
+    return PairRound(m(rps=rps[0], p99=p99[0]), m(rps=rps[1], p99=p99[1]), number=number, first=pair_order(number)[0])
 
 
 def three_rounds() -> list[PairRound]:
@@ -48,7 +51,7 @@ def test_an_even_number_of_rounds_takes_the_lower_middle_one() -> None:
     rounds = three_rounds()[:2]  # 0.95 and 0.85
     assert median_round(rounds).number == 2
     assert median_round(rounds[:1]).number == 1
-    unmeasured = PairRound(m(rps=None), m(rps=900), 3)
+    unmeasured = PairRound(m(rps=None), m(rps=900), number=3)
     assert median_round([*three_rounds()[:2], unmeasured]).number == 2  # a round without a ratio ranks lowest
     with pytest.raises(ValueError):
         median_round([])
@@ -57,6 +60,8 @@ def test_an_even_number_of_rounds_takes_the_lower_middle_one() -> None:
 class FakeSite:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.masters: dict[str, int] = {}  # nothing to meter
+        self.settings = SimpleNamespace(redis_url="redis://127.0.0.1:1/0")
 
     def env(self, sku: str, **knobs: object) -> dict[str, str]:
         return {"SITE": self.name, "SKU": sku}
@@ -143,17 +148,45 @@ def test_the_report_shows_every_round_and_marks_the_median() -> None:
     # Bug caught: a report that shows only the median, hiding the spread behind it.
     results = sample()
     results.meta["config"] = {"losers_vus": 1000}
-    results.file_pair_rounds("losers", three_rounds())
+    rounds = three_rounds()
+    # round 1's workers: 10,000 answers each side, 5 s of CPU on the baseline's, 5.5 s on flashsale's
+    rounds[0].cpu = {"baseline": CpuUse(workers_s=5.0), "flashsale": CpuUse(workers_s=5.5)}
+    rounds[0].baseline.answered = rounds[0].real.answered = 10_000
+    results.file_pair_rounds("losers", rounds)
     text = report.report_markdown(results, [])
     rows = report.pair_rounds_table(results).splitlines()
     assert rows[0] == (
-        "| pair | round | ran first | baseline req/s | flashsale req/s | req/s ratio | baseline p99 | flashsale p99 | p99 ratio |  |"
+        "| pair | round | ran first | baseline req/s | flashsale req/s | req/s ratio | baseline p99 | flashsale p99 | p99 ratio "
+        "| baseline CPU/answer | flashsale CPU/answer | CPU ratio |  |"
     )
     assert rows[2:] == [
-        "| losers | 1 | baseline | 1,000 | 950 | 0.95× | 100 ms | 140 ms | 1.40× | **median** |",
-        "| losers | 2 | flashsale | 1,000 | 850 | 0.85× | 100 ms | 100 ms | 1.00× |  |",
-        "| losers | 3 | baseline | 1,000 | 1,050 | 1.05× | 100 ms | 110 ms | 1.10× |  |",
+        "| losers | 1 | baseline | 1,000 | 950 | 0.95× | 100 ms | 140 ms | 1.40× | 0.500 ms | 0.550 ms | 1.10× | **median** |",
+        "| losers | 2 | flashsale | 1,000 | 850 | 0.85× | 100 ms | 100 ms | 1.00× | - | - | - |  |",
+        "| losers | 3 | baseline | 1,000 | 1,050 | 1.05× | 100 ms | 110 ms | 1.10× | - | - | - |  |",
     ]
+    again = Results.from_json(json.loads(json.dumps(results.to_json())))
+    assert again.pair_rounds["losers"][0].cpu_ratio == 1.1  # the CPU survives --render
     assert "### Round by round" in text and report.pair_rounds_table(results) in text
     assert "| losers after sell-out (1,000 VUs; median of 3 rounds): req/s | 1,000 | 950 | 0.95× |" in text
     assert "| losers flashsale, round 1 of 3 (the median) |" in text
+
+
+def store_round(number: int, single: float, batched: float) -> StoreRound:
+    return StoreRound(number, Rate(int(single * 5), 5.0, 4), Rate(int(batched * 5), 5.0, 4))
+
+
+def test_the_store_row_is_its_median_round_and_the_title_shows_every_round() -> None:
+    rounds = [store_round(1, 1500, 18_000), store_round(2, 1600, 14_400), store_round(3, 1000, 10_000)]  # 12x, 9x, 10x
+    median = median_store_round(rounds)
+    assert median.number == 3 and median.ratio == 10.0
+    assert median_store_round(rounds[:2]).number == 2  # of two, the lower: never the flattering one
+    results = Results(
+        micro={
+            "database": median.single.to_json(),
+            "database_batched": {**median.batched.to_json(), "batch": 64},
+            "store_rounds": {"median": median.number, "ratios": [r.ratio for r in rounds]},
+        }
+    )
+    assert results.batching_ratio == 10.0
+    assert "(target ≥ 10×; median of 3 rounds: 12.00×, 9.00×, 10.00×) | 1,000 | 10,000 | 10.00× |" in report.headline_table(results)
+    assert "store_rounds" not in report.micro_table(results)
