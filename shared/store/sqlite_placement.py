@@ -24,23 +24,28 @@ from shared.models import Order, OrderRequest, PlacedOrder, utcnow
 from shared.store.base import Placement, PlacesOneAsABatch, again
 
 
-def _order_id() -> str:
-    """A new order's id: 32 hex digits, the millisecond first, then 80 random bits.
+def _order_id(count: int) -> list[str]:
+    """``count`` new order ids: 32 hex digits each, the millisecond first, then 80 random bits.
 
-    ``os.urandom``, not a uuid4 object: 0.6 us against 2.7 us, paid for each order of a batch.
+    One ``os.urandom`` call for a whole batch, sliced: 0.3 us an id for 64,
+    where an ``os.urandom`` call an id took 1.5 us on the same machine (and a
+    uuid4 object more still).
 
     Ids that grow with time append to the orders primary key and to
     order_tickets_by_order; random ones dirty a leaf page of each per order,
     which a group commit writes to the WAL and a checkpoint writes again:
-    that, not the SQL, was most of a batch's commit.
+    that, not the SQL, was most of a batch's commit. The ids of one batch
+    share their millisecond and differ in their random bits.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    millisecond = f"{time.time_ns() // 1_000_000:012x}"
+    random = os.urandom(10 * count).hex()
+    return [millisecond + random[start : start + 20] for start in range(0, 20 * count, 20)]
 
 
 def _confirmed(request: OrderRequest, tickets: tuple[int, ...], created_at: datetime) -> Order:
     """The confirmed order a request becomes, holding ``tickets``."""
     return Order(
-        order_id=_order_id(),
+        order_id=_order_id(1)[0],
         sku=request.sku,
         user_id=request.user_id,
         quantity=request.quantity,
@@ -69,14 +74,20 @@ class _Stock:
 
     def take(self, quantity: int) -> tuple[int, ...]:
         """The next order's tickets: the lowest returned ones first, then fresh ones. Raise SoldOut, taking nothing."""
-        returned = self.returned[self.returned_taken : self.returned_taken + quantity]
+        # The usual order takes one fresh ticket: that case builds no list and no range (0.3 us a call, not 0.9).
+        taken = self.returned_taken
+        returned = self.returned[taken : taken + quantity] if taken < len(self.returned) else []
         fresh = quantity - len(returned)
         issued = self.issued + self.fresh_taken
         if issued + fresh > self.total:
             raise SoldOut()
-        self.returned_taken += len(returned)
+        self.returned_taken = taken + len(returned)
         self.fresh_taken += fresh
-        return (*returned, *range(issued + 1, issued + fresh + 1))
+        if returned:
+            return (*returned, *range(issued + 1, issued + fresh + 1))
+        if fresh == 1:
+            return (issued + 1,)
+        return tuple(range(issued + 1, issued + fresh + 1))
 
 
 @dataclass
@@ -87,34 +98,59 @@ class _Batch:
     held: dict[tuple[str, str], int]  # units each (sku, buyer) holds, the batch's orders included
     by_key: dict[tuple[str, str], Order]  # (buyer, Idempotency-Key): the order it bought, before or in the batch
     confirmed_at: datetime  # one commit confirms every order of the batch: one moment for all
-    placed: list[Order] = field(default_factory=list)
+    # What _write_batch inserts, added to as each order is confirmed, in list order.
+    order_rows: list[tuple[str, str, str, int, str | None, str | None, float]] = field(default_factory=list)
+    ticket_rows: list[tuple[str, int, str]] = field(default_factory=list)
+    bought: dict[tuple[str, str], int] = field(default_factory=dict)  # units the batch's orders take, by (sku, buyer)
 
-    def decide(self, request: OrderRequest) -> Placement:
-        try:
-            return self._place(request)
-        except FlashsaleError as refused:
-            return refused
+    def decide(self, requests: Sequence[OrderRequest]) -> list[Placement]:
+        """Each request's answer, in list order, every order seeing the ones before it.
 
-    def _place(self, request: OrderRequest) -> PlacedOrder:
-        # The checks of _reserve_and_confirm in its order, so both paths give the same answer.
-        sku, user_id, quantity, key = request.sku, request.user_id, request.quantity, request.idempotency_key
-        if quantity < 1:
-            raise InvalidRequest("quantity must be at least 1")
-        if key is not None and (earlier := self.by_key.get((user_id, key))) is not None:
-            return PlacedOrder.replay_of(earlier, request.request_hash)
-        stock = self.stock.get(sku)
-        if stock is None:
-            raise UnknownSku(f"no sale for sku {sku!r}")
-        units = self.held.get((sku, user_id), 0)
-        if units + quantity > stock.per_user_limit:
-            raise LimitReached(f"this sale allows {stock.per_user_limit} per buyer")
-        tickets = stock.take(quantity)
-        order = _confirmed(request, tickets, self.confirmed_at)
-        self.held[(sku, user_id)] = units + quantity
-        if key is not None:
-            self.by_key[(user_id, key)] = order
-        self.placed.append(order)
-        return PlacedOrder(order)
+        One loop with its lookups in locals, building the rows
+        ``_write_batch`` inserts as it goes, the batch's order ids from one
+        ``os.urandom`` call. For 64 one-unit orders, by timeit without the SQL
+        (best of alternating rounds, two runs): 0.21-0.24 ms, against
+        0.47-0.50 ms with a method call, an ``os.urandom`` call and its rows
+        built again from the ``Order`` for each order.
+        """
+        stock_of, held, by_key = self.stock.get, self.held, self.by_key
+        order_rows, ticket_rows, bought = self.order_rows, self.ticket_rows, self.bought
+        confirmed_at = self.confirmed_at
+        created_at = confirmed_at.timestamp()
+        order_ids = iter(_order_id(len(requests)))
+        answers: list[Placement] = []
+        for request in requests:
+            sku, user_id, quantity, key = request.sku, request.user_id, request.quantity, request.idempotency_key
+            try:
+                # The checks of _reserve_and_confirm in its order, so both paths give the same answer.
+                if quantity < 1:
+                    raise InvalidRequest("quantity must be at least 1")
+                if key is not None and (earlier := by_key.get((user_id, key))) is not None:
+                    answers.append(PlacedOrder.replay_of(earlier, request.request_hash))
+                    continue
+                stock = stock_of(sku)
+                if stock is None:
+                    raise UnknownSku(f"no sale for sku {sku!r}")
+                buyer = (sku, user_id)
+                units = held.get(buyer, 0)
+                if units + quantity > stock.per_user_limit:
+                    raise LimitReached(f"this sale allows {stock.per_user_limit} per buyer")
+                tickets = stock.take(quantity)
+            except FlashsaleError as refused:
+                answers.append(refused)
+                continue
+            order_id = next(order_ids)
+            request_hash = request.request_hash
+            order = Order(order_id, sku, user_id, quantity, tickets, "confirmed", confirmed_at, key, request_hash)
+            held[buyer] = units + quantity
+            if key is not None:
+                by_key[(user_id, key)] = order
+            bought[buyer] = bought.get(buyer, 0) + quantity
+            order_rows.append((order_id, sku, user_id, quantity, key, request_hash, created_at))
+            for ticket in tickets:
+                ticket_rows.append((sku, ticket, order_id))
+            answers.append(PlacedOrder(order))
+        return answers
 
 
 class SqlitePlacement(PlacesOneAsABatch):
@@ -172,7 +208,7 @@ class SqlitePlacement(PlacesOneAsABatch):
 
     def _place_set(self, conn: sqlite3.Connection, requests: Sequence[OrderRequest]) -> list[Placement]:
         batch = self._read_batch(conn, requests)
-        answers = [batch.decide(request) for request in requests]
+        answers = batch.decide(requests)
         self._write_batch(conn, batch)
         return answers
 
@@ -243,27 +279,19 @@ class SqlitePlacement(PlacesOneAsABatch):
 
     @staticmethod
     def _write_batch(conn: sqlite3.Connection, batch: _Batch) -> None:
-        """The decided orders in one statement a table; raise _Diverged if the database is not what was read."""
-        placed = batch.placed
-        if not placed:
+        """The decided orders (rows ``decide`` built) in one statement a table; raise _Diverged if the database is not what was read."""
+        if not batch.order_rows:
             return
-        confirmed_at = batch.confirmed_at.timestamp()
         conn.executemany(
             "INSERT INTO orders (order_id, sku, user_id, quantity, status, idempotency_key, request_hash, created_at)"
             " VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?)",
-            ((o.order_id, o.sku, o.user_id, o.quantity, o.idempotency_key, o.request_hash, confirmed_at) for o in placed),
+            batch.order_rows,
         )
-        conn.executemany(
-            "INSERT INTO order_tickets (sku, ticket, order_id) VALUES (?, ?, ?)",
-            ((o.sku, t, o.order_id) for o in placed for t in o.tickets),
-        )
-        bought: dict[tuple[str, str], int] = {}
-        for o in placed:
-            bought[(o.sku, o.user_id)] = bought.get((o.sku, o.user_id), 0) + o.quantity
+        conn.executemany("INSERT INTO order_tickets (sku, ticket, order_id) VALUES (?, ?, ?)", batch.ticket_rows)
         conn.executemany(
             "INSERT INTO buyers (sku, user_id, units) VALUES (?, ?, ?)"
             " ON CONFLICT (sku, user_id) DO UPDATE SET units = units + excluded.units",
-            ((sku, user_id, units) for (sku, user_id), units in bought.items()),
+            [(sku, user_id, units) for (sku, user_id), units in batch.bought.items()],
         )
         for sku, stock in batch.stock.items():
             returned = stock.returned[: stock.returned_taken]
