@@ -30,6 +30,8 @@ class Config:
     # the side going first alternating, and the median one reported
     pair_rounds: int = 3
     losers_vus: int = 1_000
+    # observability with metrics and logs off on both sides: the harness's own spread (an A/A run)
+    observability_same: bool = False
     stock_vus: tuple[int, ...] = (200, 1_000)
     login_vus_per_cpu: int = 4  # enough to keep every auth worker busy with a queue behind it
     # isolation: steady checkout, with and without a login storm

@@ -65,6 +65,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--crowd-rounds", type=int, help="crowds on each of baseline and flashsale (3)")
     parser.add_argument("--crowd-pick", choices=("median", "best"), help="how the rounds become one figure (median)")
     parser.add_argument("--pair-rounds", type=int, help="pairs of losers and of observability, order alternating; the median reported (3)")
+    parser.add_argument(
+        "--observability-same",
+        action="store_true",
+        help="observability with metrics and logs off on both sides: what the harness alone moves the row by (an A/A run)",
+    )
     parser.add_argument("--duration", type=int, help="seconds of each sustained run (20)")
     parser.add_argument("--bcrypt-rounds", type=int, help="bcrypt cost for the functions and the raw measurement (BCRYPT_ROUNDS, else 12)")
     parser.add_argument("--log-level", help="LOG_LEVEL of the functions (INFO, as deployed); WARNING drops the access log line")
@@ -83,6 +88,7 @@ def configure(args: argparse.Namespace) -> Config:
         "crowd_rounds": args.crowd_rounds,
         "crowd_pick": args.crowd_pick,
         "pair_rounds": args.pair_rounds,
+        "observability_same": args.observability_same or None,
         "duration_s": args.duration,
         "bcrypt_rounds": args.bcrypt_rounds or Settings.from_env().bcrypt_rounds,
         "log_level": args.log_level,

@@ -190,6 +190,8 @@ class Bench:
         for site in sites.values():  # one sku name in each site's own database
             open_sale(site.settings, sku, 0)
         knobs = {"VUS": c.losers_vus, "DURATION": f"{c.duration_s}s"}
+        if c.observability_same:
+            self.note("observability ran A/A (--observability-same): metrics and logs off on both sides, its ratios the harness's spread")
         self.pair_rounds("observability", "buyers.js", sites, sku, "buyers", c.duration_s, **knobs)
 
     def stock_check(self, sites: dict[str, Site], vus: int) -> None:

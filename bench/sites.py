@@ -111,13 +111,20 @@ def monolith_site(config: Config, scratch: Path) -> Iterator[Site]:
 QUIET = {"METRICS": "false", "LOG_LEVEL": "WARNING"}
 
 
+def observability_envs(config: Config) -> dict[str, dict[str, str]]:
+    """The two sides' settings: quiet as the baseline; observed (metrics on, INFO access lines) as flashsale, unless A/A."""
+    quiet, observed = {**config.stack_env(), **QUIET}, {**config.stack_env(), "LOG_LEVEL": "INFO"}
+    return {"baseline": quiet, "flashsale": quiet if config.observability_same else observed}
+
+
 @contextmanager
 def observability_sites(config: Config, scratch: Path) -> Iterator[dict[str, Site]]:
     """The order function twice, served alike: with metrics and an INFO access line per request
-    (as deployed), and with both off. The quiet one stands where the baseline stands elsewhere."""
+    (as deployed), and with both off. The quiet one stands where the baseline stands elsewhere.
+    With ``config.observability_same`` both are quiet: an A/A run, the spread of the harness alone."""
     sites: dict[str, Site] = {}
     with ExitStack() as stack:
-        for name, env in (("baseline", {**config.stack_env(), **QUIET}), ("flashsale", {**config.stack_env(), "LOG_LEVEL": "INFO"})):
+        for name, env in observability_envs(config).items():
             workdir = scratch / f"observability-{name}"
             running, _ = stack.enter_context(local_stack(workdir, functions=("order",), extra_env=env))
             settings = Settings.from_env(running.env)

@@ -190,3 +190,15 @@ def test_the_store_row_is_its_median_round_and_the_title_shows_every_round() -> 
     assert results.batching_ratio == 10.0
     assert "(target ≥ 10×; median of 3 rounds: 12.00×, 9.00×, 10.00×) | 1,000 | 10,000 | 10.00× |" in report.headline_table(results)
     assert "store_rounds" not in report.micro_table(results)
+
+
+def test_an_a_a_observability_run_serves_both_sides_quiet() -> None:
+    # Bug caught: --observability-same still turning metrics or the access log on for one side.
+    from bench.run import configure, parse
+    from bench.sites import observability_envs
+
+    usual = observability_envs(configure(parse([])))
+    assert usual["baseline"]["METRICS"] == "false" and usual["baseline"]["LOG_LEVEL"] == "WARNING"
+    assert "METRICS" not in usual["flashsale"] and usual["flashsale"]["LOG_LEVEL"] == "INFO"  # metrics on by default
+    same = observability_envs(configure(parse(["--observability-same"])))
+    assert same["flashsale"] == same["baseline"] == usual["baseline"]
