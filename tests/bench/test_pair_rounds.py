@@ -103,8 +103,8 @@ def test_quick_runs_one_pair_and_the_command_line_sets_the_rounds() -> None:
     # Bug caught: --pair-rounds parsed but never reaching the config.
     from bench.run import configure, parse
 
-    assert configure(parse([])).pair_rounds == 3
-    assert configure(parse(["--pair-rounds", "5"])).pair_rounds == 5
+    assert configure(parse([])).pair_rounds == 5
+    assert configure(parse(["--pair-rounds", "3"])).pair_rounds == 3
     assert configure(parse(["--quick"])).pair_rounds == 1
 
 
