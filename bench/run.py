@@ -64,7 +64,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stock", type=int, help="units of each crowd's sale (1,000)")
     parser.add_argument("--crowd-rounds", type=int, help="crowds on each of baseline and flashsale (3)")
     parser.add_argument("--crowd-pick", choices=("median", "best"), help="how the rounds become one figure (median)")
-    parser.add_argument("--pair-rounds", type=int, help="pairs of losers, observability and the store row, order alternating; the median reported (5)")
+    parser.add_argument(
+        "--pair-rounds", type=int, help="pairs of losers, observability and the store row, order alternating; the median reported (5)"
+    )
     parser.add_argument(
         "--observability-same",
         action="store_true",
