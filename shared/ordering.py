@@ -12,8 +12,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from contextlib import AbstractContextManager
+from typing import Protocol, TypeVar, cast
 
+from shared.blocking import gevent_active
 from shared.errors import FlashsaleError, LimitReached, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
 from shared.events import EventEmitter, order_placed_event
 from shared.gate import Admission, Gate
@@ -25,6 +27,25 @@ from shared.store.base import Store
 from shared.ttlcache import TTLCache
 
 log = logging.getLogger(__name__)
+
+
+def _bounded_semaphore(value: int) -> AbstractContextManager[bool]:
+    """gevent's own semaphore in a gevent worker, threading's elsewhere.
+
+    Monkey-patching leaves ``threading.BoundedSemaphore`` pure Python, a
+    Condition with a new lock for every waiter: by timeit under gevent, 4.8 us
+    an uncontended acquire and release against gevent's 0.2 us; with 5,000
+    greenlets through 48 slots, about 55 us of CPU a press against 26 us. In
+    a crowd every press before the sold-out memo arms queues here, and the
+    crowd's profile put 2.4 % of the order workers' samples in its acquire and
+    release.
+    """
+    if gevent_active():
+        from gevent.lock import BoundedSemaphore
+
+        return cast(AbstractContextManager[bool], BoundedSemaphore(value))
+    return threading.BoundedSemaphore(value)
+
 
 SALE_CACHE_SECONDS = 1.0
 SALES_HELD = 10_000  # unknown skus from a client must not grow memory forever
@@ -69,7 +90,7 @@ class OrderDesk:
         self._reading: dict[str, threading.Event] = {}  # skus one request is reading from the database now
         self._warming: dict[str, threading.Event] = {}  # skus whose cold gate one press is rebuilding or waiting for
         self._warmed: dict[str, bool] = {}  # how the last warming of each sku ended (real skus only: after sale())
-        self._gate_slots = threading.BoundedSemaphore(GATE_SLOTS)  # gevent's, once threading is patched
+        self._gate_slots = _bounded_semaphore(GATE_SLOTS)
         self.observers: list[Callable[[str, str], None]] = []  # (sku, outcome) for metrics
         self.on_store_error: list[Callable[[Exception], None]] = []
 
