@@ -23,6 +23,7 @@ from pathlib import Path
 
 import bcrypt
 
+from bench.results import lower_median
 from shared.gate import Gate
 from shared.models import OrderRequest
 from shared.redisconn import RedisConn
@@ -72,11 +73,8 @@ class StoreRound:
 
 
 def median_store_round(rounds: list[StoreRound]) -> StoreRound:
-    """The round whose ratio is the median; of an even number the lower middle one (the less flattering)."""
-    if not rounds:
-        raise ValueError("no rounds to take the median of")
-    ranked = sorted(rounds, key=lambda r: r.ratio or 0.0)
-    return ranked[(len(ranked) - 1) // 2]
+    """The round whose batched-over-single ratio is the median, by the pairs' rule (``bench.results.lower_median``)."""
+    return lower_median(rounds, lambda r: r.ratio)
 
 
 def _loop(call: Callable[[int], object], start_at: float, seconds: float) -> tuple[int, float]:

@@ -4,11 +4,14 @@ per-process figures a capacity plan reads from it (``figures.json``)."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.cpu import CpuUse
 from bench.measure import Measure, ratio
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -69,17 +72,21 @@ class PairRound(Pair):
         )
 
 
-def median_round(rounds: list[PairRound]) -> PairRound:
-    """The round whose req/s ratio is the median, its own p99 ratio beside it: figures measured together.
+def lower_median(rounds: Sequence[R], ratio: Callable[[R], float | None]) -> R:
+    """The round whose ``ratio`` is the median, so that every figure reported is one round's, measured together.
 
-    Of an even number the lower of the two middle rounds (the less flattering), so the
-    figures are always one round's and never an average of two. Rounds without a req/s
-    ratio sort first; ties keep the rounds' order.
+    Of an even number the lower of the two middle rounds (the less flattering), never
+    an average of two. Rounds without a ratio sort first; ties keep the rounds' order.
     """
     if not rounds:
         raise ValueError("no rounds to take the median of")
-    ranked = sorted(rounds, key=lambda r: (r.rps_ratio is not None, r.rps_ratio or 0.0))
+    ranked = sorted(rounds, key=lambda r: (ratio(r) is not None, ratio(r) or 0.0))
     return ranked[(len(ranked) - 1) // 2]
+
+
+def median_round(rounds: list[PairRound]) -> PairRound:
+    """The round whose req/s ratio is the median (``lower_median``), its own p99 ratio beside it."""
+    return lower_median(rounds, lambda r: r.rps_ratio)
 
 
 @dataclass

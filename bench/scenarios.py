@@ -6,6 +6,7 @@ prints one progress line, and files its figures in :class:`Results`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -243,17 +244,18 @@ class Bench:
         # Group commit beside one order a transaction, on the same kind of file: the ratio is of one moment.
         # In rounds, the side going first alternating, the median ratio's round reported: one pair moved
         # 9.3-11.4x between full runs of the same code (the batch is CPU, the single order the disk's fsync).
+        workdir = self.scratch / "orders-bench"
+        sides: dict[str, Callable[[], micro.Rate]] = {
+            "single": lambda: micro.database_orders(workdir, c.micro_processes, c.micro_seconds),
+            "batched": lambda: micro.batched_orders(workdir, c.micro_processes, c.micro_seconds, size),
+        }
         rounds = []
         for round_number in range(1, max(1, c.pair_rounds) + 1):
-            measured: dict[str, micro.Rate] = {}
-            for side in ("single", "batched") if round_number % 2 else ("batched", "single"):
-                if side == "single":
-                    measured[side] = micro.database_orders(self.scratch / "orders-bench", c.micro_processes, c.micro_seconds)
-                else:
-                    measured[side] = micro.batched_orders(self.scratch / "orders-bench", c.micro_processes, c.micro_seconds, size)
+            order = ("single", "batched") if round_number % 2 else ("batched", "single")
+            measured = {side: sides[side]() for side in order}  # run in that order
             rounds.append(micro.StoreRound(round_number, measured["single"], measured["batched"]))
         store = micro.median_store_round(rounds)
-        batcher = micro.batcher_orders(self.scratch / "orders-bench", c.micro_processes, c.micro_seconds, size)
+        batcher = micro.batcher_orders(workdir, c.micro_processes, c.micro_seconds, size)
         self.results.micro = {
             "gate": gate.to_json(),
             "database": store.single.to_json(),
