@@ -9,6 +9,7 @@ pool's size caps how many hashes run at once.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 import threading
@@ -24,6 +25,20 @@ _lock = threading.Lock()
 def gevent_active() -> bool:
     monkey = sys.modules.get("gevent.monkey")
     return bool(monkey is not None and monkey.is_module_patched("socket"))
+
+
+def os_primitives() -> tuple[Any, Any]:
+    """start_new_thread and allocate_lock as the operating system has them, gevent or not.
+
+    From ``_thread``, not ``threading``: under gevent even the original
+    ``threading.Thread`` starts a greenlet, because it calls the patched
+    ``_thread.start_new_thread``.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        original = monkey.get_original
+        return original("_thread", "start_new_thread"), original("_thread", "allocate_lock")
+    return _thread.start_new_thread, _thread.allocate_lock
 
 
 def run_blocking(work: Callable[[], T], *, pool_name: str, size: int = 1) -> T:

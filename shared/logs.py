@@ -18,7 +18,6 @@ flush interval (at most :data:`FLUSH_SECONDS`); a normal exit writes them.
 
 from __future__ import annotations
 
-import _thread
 import atexit
 import collections
 import json
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from shared.blocking import os_primitives
 from shared.settings import Settings
 
 FLUSH_SECONDS = 0.05  # lines reach stdout within this; one write each time, however many lines
@@ -77,25 +77,11 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def _os_primitives() -> tuple[Any, Any]:
-    """start_new_thread and allocate_lock as the operating system has them, gevent or not.
-
-    From ``_thread``, not ``threading``: under gevent even the original
-    ``threading.Thread`` starts a greenlet, because it calls the patched
-    ``_thread.start_new_thread``.
-    """
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("threading"):
-        original = monkey.get_original
-        return original("_thread", "start_new_thread"), original("_thread", "allocate_lock")
-    return _thread.start_new_thread, _thread.allocate_lock
-
-
 class _Writer:
     """Writes the lines waiting, all in one write, every FLUSH_SECONDS, on an operating-system thread."""
 
     def __init__(self, stream: TextIO) -> None:
-        self._start_thread, allocate_lock = _os_primitives()
+        self._start_thread, allocate_lock = os_primitives()
         self.stream = stream
         self.lines: collections.deque[str] = collections.deque()  # append and popleft are atomic: no lock to take
         self._stop = allocate_lock()  # held while running; released to stop, which also ends the current wait

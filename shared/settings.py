@@ -171,6 +171,13 @@ class Settings:
         "Where a function's gunicorn workers share their metrics (`/metrics` sums them). "
         "`python -m shared.serving` empties it at start, or makes a fresh one when unset.",
     )
+    metrics_flush_seconds: float = setting(
+        "METRICS_FLUSH_SECONDS",
+        1.0,
+        float,
+        "How often a gunicorn worker writes its counts to the shared metrics files; a scrape sees the other workers' "
+        "counts at most this late (its own at once). A worker killed outright loses at most this much of its counts.",
+    )
     otel_traces_exporter: str = setting(
         "OTEL_TRACES_EXPORTER",
         "none",
@@ -224,6 +231,8 @@ class Settings:
             raise ValueError("STOCK_CACHE_TTL_SECONDS must be positive")
         if self.order_batch_wait_ms < 0 or self.order_batch_max < 1:
             raise ValueError("ORDER_BATCH_WAIT_MS must be >= 0 and ORDER_BATCH_MAX >= 1")
+        if self.metrics_flush_seconds <= 0:
+            raise ValueError("METRICS_FLUSH_SECONDS must be positive")
         if self.otel_traces_exporter not in {"none", "otlp", "console"}:
             raise ValueError("OTEL_TRACES_EXPORTER must be none, otlp or console")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +28,18 @@ def bearer(token: str, **extra: str) -> dict[str, Any]:
 
 def press_buy(url: str, token: str, sku: str, key: str) -> tuple[int, dict[str, Any]]:
     return call("POST", url + "/orders", {"sku": sku}, token, key)
+
+
+def settled(read: Callable[[], float], expected: float, seconds: float = 10.0) -> float:
+    """``read()`` once it equals ``expected``, or its last value after ``seconds``.
+
+    For a scrape of a gunicorn group: workers write their counts to the shared
+    files every METRICS_FLUSH_SECONDS (shared/metric_files.py), so the worker
+    answering a scrape counts its own at once and the others' within the interval.
+    """
+    deadline = time.monotonic() + seconds
+    found = read()
+    while found != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        found = read()
+    return found

@@ -14,7 +14,7 @@ from ops.sales import fresh_sku, open_sale
 from ops.watch import Scrape, fetch
 from shared.settings import Settings
 from shared.store import open_store
-from tests.clients import press_buy
+from tests.clients import press_buy, settled
 
 pytestmark = [pytest.mark.integration, pytest.mark.concurrency]
 
@@ -45,10 +45,11 @@ def test_every_scrape_answers_the_whole_process_group(stack: Stack) -> None:
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(ping, range(requests)))
 
-    files = list(metrics_dir(stack, "stock").glob("counter_*.db"))
-    pids = {int(f.name.removeprefix("counter_").removesuffix(".db")) for f in files}
+    files = list(metrics_dir(stack, "stock").glob("counter_batched_*.db"))  # shared/metric_files.py
+    pids = {int(f.name.removeprefix("counter_batched_").removesuffix(".db")) for f in files}
     assert len(pids) >= 2, f"only one worker kept counts: {files}"
-    # Whichever worker answers the scrape, it reports the sum of both.
+    # Whichever worker answers the scrape, it reports the sum of both, once the interval has passed.
+    assert settled(lambda: healthz_count(fetch(url)), before + requests) == before + requests
     for _ in range(10):
         assert healthz_count(fetch(url)) == before + requests
 
@@ -73,8 +74,13 @@ def test_confirmed_orders_scraped_equal_the_database_sold_count(stack: Stack, st
 
     sold = store.sale_stats(sku).sold
     assert sold == 60 == statuses.count(201)
-    pids = {f.name for f in metrics_dir(stack, "order").glob("counter_*.db")}
+    pids = {f.name for f in metrics_dir(stack, "order").glob("counter_batched_*.db")}
     assert len(pids) >= 2, pids
+
+    def confirmed() -> float:
+        return fetch(stack.url("order")).total("flashsale_orders_total", sku=sku, outcome="confirmed")
+
+    assert settled(confirmed, sold) == sold
     for _ in range(5):  # every worker answers the same
         page = fetch(stack.url("order"))
         assert page.total("flashsale_orders_total", sku=sku, outcome="confirmed") == sold

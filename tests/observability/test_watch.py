@@ -11,10 +11,10 @@ import pytest
 
 from ops.devstack import Stack
 from ops.sales import fresh_sku, open_sale
-from ops.watch import Scrape, quantile
+from ops.watch import Scrape, fetch, quantile
 from shared.settings import Settings
 from shared.store import open_store
-from tests.clients import press_buy
+from tests.clients import press_buy, settled
 from tests.conftest import ROOT
 
 PAGE = """\
@@ -77,6 +77,8 @@ def test_once_shows_the_sale_against_the_stack(stack: Stack, stack_settings: Set
     sku = sale.sku
     statuses = [press_buy(stack.url("order"), token, sku, "k")[0] for token in sale.buyers.tokens]
     assert statuses == [201, 201, 201, 409, 409]
+    # Both workers' counts in the files (within METRICS_FLUSH_SECONDS), as a watch a second later sees them.
+    assert settled(lambda: fetch(stack.url("order")).total("flashsale_orders_total", sku=sku), 5) == 5
 
     env = {**os.environ, **stack.env, "COLUMNS": "100"}
     command = [sys.executable, "-m", "ops.cli", "sale", "watch", "--sku", sku, "--order-url", stack.url("order"), "--once"]
