@@ -10,6 +10,14 @@ fresh process (settings are read once), the order of the variants alternating
 between rounds; the median of each is reported.
 
     python -m bench.observability_cost [--rounds 4] [--presses 30000]
+    python -m bench.observability_cost --served [--rounds 4] [--seconds 15]
+
+In process, no gevent, no HTTP: what the request path itself costs. With
+``--served`` each variant is the order function as deployed (gunicorn, gevent
+workers) under the losers' load (k6, 1,000 VUs pressing on a sold-out sale),
+and the figure is the workers' CPU (from /proc) per answer: the price a real
+worker pays, gevent's locks and the system calls included. The two differed
+by three times for prometheus_client's per-count writes (docs/performance.md).
 
 Variants: ``quiet`` (METRICS=false, LOG_LEVEL=WARNING, the observability
 row's baseline), ``metrics`` (metrics on, no access lines), ``logs`` (access
@@ -139,22 +147,72 @@ def measure(rounds: int, presses: int) -> dict[str, list[float]]:
     return found
 
 
+def measure_served(rounds: int, seconds: int, vus: int = 1_000) -> dict[str, list[float]]:
+    """Each variant's order function under gunicorn, the losers' load on each in turn (order alternating): µs of CPU per answer."""
+    from contextlib import ExitStack
+
+    from bench import load
+    from bench.config import Config
+    from bench.cpu import metered
+    from ops.devstack import local_stack
+    from ops.loadusers import mint_buyers
+    from ops.sales import fresh_sku, open_sale
+    from shared.settings import Settings
+
+    found: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    sku = fresh_sku("observability-cost")
+    with tempfile.TemporaryDirectory(prefix="flashsale-observability-served-") as scratch, ExitStack() as stack:
+        work = Path(scratch)
+        sites: dict[str, tuple[Any, dict[str, str]]] = {}
+        for name, variant in VARIANTS.items():
+            running, _ = stack.enter_context(local_stack(work / name, functions=("order",), extra_env={**Config().stack_env(), **variant}))
+            settings = Settings.from_env(running.env)
+            open_sale(settings, sku, 0)
+            tokens, users = mint_buyers(settings, vus, prefix="observability-cost-").write_files(work / name, "buyers")
+            env = {
+                "ORDER_URL": running.url("order"),
+                "SKU": sku,
+                "TOKENS_FILE": str(tokens),
+                "USERS_FILE": str(users),
+                "VUS": str(vus),
+                "DURATION": f"{seconds}s",
+            }
+            sites[name] = (running, env)
+        names = list(VARIANTS)
+        for round_number in range(rounds):
+            for name in names if round_number % 2 == 0 else names[::-1]:
+                running, env = sites[name]
+                with metered(running.processes["order"].pid, None) as cpu:
+                    result = load.run("buyers.js", env, work / "raw", f"{name}-{round_number}")
+                answers = int((result.summary.get("http") or {}).get("requests") or 0)
+                if answers <= 0 or cpu.workers_s <= 0:
+                    raise SystemExit(f"{name}: no answers measured (k6 exit {result.exit_code})")
+                found[name].append(cpu.workers_s / answers * 1e6)
+                print(f"round {round_number + 1} {name:<9} {found[name][-1]:7.1f} us of CPU per answer ({answers:,} answers)", flush=True)
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.observability_cost", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--presses", type=int, default=30_000)
+    parser.add_argument("--served", action="store_true", help="under gunicorn and k6: the workers' CPU per answer")
+    parser.add_argument("--seconds", type=int, default=15, help="with --served: each load's duration")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         print(f"us per press {press_loop(args.child, args.presses):.2f}", file=sys.stderr)
         return
-    found = measure(args.rounds, args.presses)
+    found = measure_served(args.rounds, args.seconds) if args.served else measure(args.rounds, args.presses)
     quiet = statistics.median(found["quiet"])
-    print("\n| variant | CPU per press (median) | over quiet | rounds |\n|---|---|---|---|")
+    what = "CPU per answer, served" if args.served else "CPU per press"
+    print(f"\n| variant | {what} (median) | over quiet | each round over its own quiet (median) | rounds |\n|---|---|---|---|---|")
     for name, values in found.items():
         median = statistics.median(values)
         rounds = ", ".join(f"{v:.1f}" for v in values)
-        print(f"| {name} | {median:.1f} µs | {median - quiet:+.1f} µs ({median / quiet:.2f}×) | {rounds} |")
+        # A round's variants ran minutes apart at most: their ratio moves less with the machine's other load than the medians do.
+        paired = statistics.median(v / q for v, q in zip(values, found["quiet"], strict=True))
+        print(f"| {name} | {median:.1f} µs | {median - quiet:+.1f} µs ({median / quiet:.2f}×) | {paired:.2f}× | {rounds} |")
 
 
 if __name__ == "__main__":
