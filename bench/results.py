@@ -170,6 +170,21 @@ class Results:
     def crowd_rps_ratio(self) -> float | None:
         return self.crowd_value(lambda r: r.rps_ratio, higher_is_better=True)
 
+    @property
+    def crowd_lost_ratio(self) -> float | None:
+        """Connections refused or reset over every crowd, flashsale's against the baseline's, each plus one.
+
+        The issue's "connections reset no more often than the baseline's": a
+        sum, not a median, because a crowd loses connections in bursts (one
+        crowd thousands, the next none); plus one so that none against none
+        reads 1 and some against none reads more than 1.
+        """
+        if not self.crowd:
+            return None
+        real = sum(r.real.connection_errors for r in self.crowd)
+        baseline = sum(r.baseline.connection_errors for r in self.crowd)
+        return round((real + 1) / (baseline + 1), 3)
+
     # the sustained pairs run in rounds --------------------------------------
     def file_pair_rounds(self, name: str, rounds: list[PairRound]) -> PairRound:
         """Keep every round of ``name``; its median round stands for it wherever ``pairs`` is read (the targets too)."""

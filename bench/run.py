@@ -47,6 +47,7 @@ PARTS = ("crowd", "losers", "stock", "login", "seed", "micro", "isolation", "obs
 PROFILED = {
     "crowd-p99": ("order", "crowd"),
     "crowd-rps": ("order", "crowd"),
+    "crowd-lost": ("order", "crowd"),
     "losers": ("order", "losers"),
     "losers-p99": ("order", "losers"),
     "losers-stretch": ("order", "losers"),
@@ -188,7 +189,9 @@ def run_main(bench: Bench, config: Config, parts: set[str], scratch: Path) -> No
                 task()
         if config.profile:
             profile_missed(
-                bench, sites, {"crowd-p99", "crowd-rps", "losers", "losers-p99", "losers-stretch", "stock-200", "stock-1000", "login"}
+                bench,
+                sites,
+                {"crowd-p99", "crowd-rps", "crowd-lost", "losers", "losers-p99", "losers-stretch", "stock-200", "stock-1000", "login"},
             )
 
 

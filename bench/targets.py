@@ -38,6 +38,13 @@ class Target:
 TARGETS = (
     Target("crowd-p99", "crowd p99 vs the baseline's under the same crowd", 1.2, True, lambda r: r.crowd_p99_ratio),
     Target("crowd-rps", "crowd throughput vs the baseline's", 0.8, False, lambda r: r.crowd_rps_ratio),
+    Target(
+        "crowd-lost",
+        "crowd connections refused or reset, all crowds, vs the baseline's ((flashsale + 1) / (baseline + 1))",
+        1.0,
+        True,
+        lambda r: r.crowd_lost_ratio,
+    ),
     Target("losers", "losers after sell-out, req/s vs the baseline's", 0.9, False, lambda r: _rps_ratio(r, "losers")),
     Target("losers-p99", "losers after sell-out, p99 vs the baseline's", 1.2, True, lambda r: _p99_ratio(r, "losers")),
     Target("losers-stretch", "stretch: losers after sell-out, req/s vs the baseline's", 1.0, False, lambda r: _rps_ratio(r, "losers")),

@@ -81,6 +81,7 @@ def test_targets_say_met_missed_or_not_measured() -> None:
     assert verdicts == {
         "crowd-p99": False,  # 1.3 > 1.2
         "crowd-rps": True,  # 0.8 >= 0.8
+        "crowd-lost": True,  # none lost on either side: (0 + 1) / (0 + 1)
         "losers": False,  # 0.85 < 0.9
         "losers-p99": False,  # 150 / 100 = 1.5 > 1.2
         "losers-stretch": False,  # 0.85 < 1.0
@@ -95,6 +96,18 @@ def test_targets_say_met_missed_or_not_measured() -> None:
     assert [t.key for t in missed(results)] == ["crowd-p99", "losers", "losers-p99", "losers-stretch", "login"]
     assert results.storm_ratio("monolith") == 300.0
     assert all(t.met(Results()) is None for t in TARGETS)
+
+
+def test_lost_connections_are_summed_over_the_crowds_and_held_to_the_baselines() -> None:
+    # Bugs caught: a median over crowds (one crowd losing thousands reads as none), and 0 / 0 or n / 0 read as not measured.
+    results = sample()
+    assert results.crowd_lost_ratio == 1.0
+    results.crowd[1].real.statuses["connection"] = 3_473
+    assert results.crowd_lost_ratio == 3_474.0
+    results.crowd[0].baseline.statuses["connection"] = 5_000
+    assert results.crowd_lost_ratio == round(3_474 / 5_001, 3)
+    assert next(t for t in TARGETS if t.key == "crowd-lost").met(results) is True
+    assert Results().crowd_lost_ratio is None
 
 
 def test_batching_is_compared_with_one_order_a_transaction_of_the_same_run() -> None:
