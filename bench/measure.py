@@ -26,6 +26,9 @@ class Measure:
     p95_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    # p99 over every request, one with no answer the slowest; None once measured: the p99th request had no answer
+    p99_every_ms: float | None = None
+    p99_every_measured: bool = False  # False in results from before it was measured
     statuses: dict[str, int] = field(default_factory=dict)  # '201', '409', 'timeout', 'connection'
     exit_code: int | None = None
     load_average: float | None = None  # 1-minute load average when the run started
@@ -39,6 +42,13 @@ class Measure:
     @property
     def connection_errors(self) -> int:
         return self.statuses.get("connection", 0)
+
+    @property
+    def p99_every(self) -> str:
+        """p99 over every request, or "no answer" when the 99th percentile request had none."""
+        if self.p99_every_ms is not None:
+            return f"{self.p99_every_ms:,.0f} ms" if self.p99_every_ms >= 100 else f"{self.p99_every_ms:,.1f} ms"
+        return "no answer" if self.p99_every_measured and self.requests else "-"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +95,8 @@ def measure(load: Load, scenario: str, seconds: float | None, *, load_average: f
         p95_ms=series.latency(95),
         p99_ms=series.latency(99),
         max_ms=series.latency(100),
+        p99_every_ms=series.latency_of_every_request(99),
+        p99_every_measured=True,
         statuses=dict(sorted(series.totals.items())),
         exit_code=load.exit_code,
         load_average=load_average,

@@ -70,6 +70,21 @@ class Series:
         value = percentile(self.answered_ms, p)
         return None if value is None else round(value, 2)
 
+    def latency_of_every_request(self, p: float) -> float | None:
+        """The p-th percentile over every request, one with no answer counted as slower than any answer.
+
+        None when that rank falls among the unanswered: the p-th percentile
+        buyer had no answer at all. Beside :meth:`latency`, which leaves them
+        out and so makes a side that drops buyers look faster.
+        """
+        total = len(self.answered_ms) + sum(self.no_answer(kind) for kind in NO_ANSWER)
+        if total == 0:
+            return None
+        rank = (total - 1) * p / 100
+        if math.ceil(rank) >= len(self.answered_ms):
+            return None
+        return self.latency(100 * rank / (len(self.answered_ms) - 1)) if len(self.answered_ms) > 1 else self.latency(100)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "requests_per_second": self.requests,

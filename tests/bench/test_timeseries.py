@@ -6,7 +6,7 @@ import gzip
 import json
 from pathlib import Path
 
-from bench.timeseries import percentile, read, split, status_class
+from bench.timeseries import Series, percentile, read, split, status_class
 
 
 def point(time: str, status: str, ms: float, *, scenario: str = "crowd", group: str = "", error_code: str | None = None) -> str:
@@ -61,3 +61,19 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert percentile([5.0], 99) == 5.0
     assert percentile([0.0, 10.0], 50) == 5.0
     assert percentile([float(v) for v in range(101)], 99) == 99.0
+
+
+def test_p99_over_every_request_counts_no_answer_as_the_slowest() -> None:
+    # Bug caught: a side that drops buyers reads faster, because its p99 leaves them out.
+    answered = Series(answered_ms=[float(ms) for ms in range(1, 1001)], totals={"409": 1000})
+    assert answered.latency_of_every_request(99) == answered.latency(99)  # nobody left out: the same figure
+    dropping = Series(answered_ms=[float(ms) for ms in range(1, 1001)], totals={"409": 1000, "connection": 5})
+    assert dropping.latency(99) == answered.latency(99)
+    every, p99 = dropping.latency_of_every_request(99), answered.latency(99)
+    assert every is not None and p99 is not None and every > p99  # 5 more buyers above the answered ones push the rank up
+    expected = percentile([float(ms) for ms in range(1, 1001)], 100 * (1004 * 0.99) / 999)
+    assert expected is not None and every == round(expected, 2)
+    many = Series(answered_ms=[1.0, 2.0], totals={"409": 2, "connection": 1, "timeout": 1})
+    assert many.latency_of_every_request(99) is None  # the 99th percentile buyer had no answer
+    assert many.latency_of_every_request(25) == 1.75
+    assert Series().latency_of_every_request(99) is None
