@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 
 from flask import Request, Response
@@ -40,6 +41,8 @@ DEPENDENCIES = frozenset({"redis", "database", "sink"})
 # 1 ms to 30 s: a sold-out answer from memory takes about a millisecond; the
 # function's timeout is 30 s.
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
+# How often a sold-out answer reads the sale's stock for flashsale_sale_units: the order desk caches a sale this long.
+UNITS_READ_SECONDS = 1.0
 # bcrypt: about 1 ms at cost 4, a quarter second at cost 12, a second at cost 14.
 HASH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 
@@ -190,6 +193,7 @@ def order_observer(units_of: Callable[[str], int], skus: SkuLabels | None = None
     label = skus or SkuLabels()
     counters: dict[tuple[str, str], Counter] = {}
     units_set: dict[str, int] = {}
+    units_read_at: dict[str, float] = {}
 
     def observe(sku: str, outcome: str) -> None:
         if outcome == "unknown_sku":
@@ -199,13 +203,20 @@ def order_observer(units_of: Callable[[str], int], skus: SkuLabels | None = None
         if counter is None:
             counter = counters[(sku_label, outcome)] = ORDERS.labels(sku_label, _bounded(outcome, ORDER_OUTCOMES))
         counter.inc()
-        if outcome in {"confirmed", "sold_out"} and sku_label != OTHER:
-            # The answer is already decided: a failed read for a gauge must not change it.
-            with contextlib.suppress(Exception):
-                units = units_of(sku)
-                if units_set.get(sku_label) != units:  # the stock of a sale rarely changes: set it when it does
-                    SALE_UNITS.labels(sku_label).set(units)
-                    units_set[sku_label] = units
+        if outcome not in {"confirmed", "sold_out"} or sku_label == OTHER:
+            return
+        now = time.monotonic()
+        # After a sell-out every loser's press is a "sold_out": the sale's stock is read for the gauge
+        # at most once a UNITS_READ_SECONDS then, as often as it could change (the sale is cached that long).
+        if outcome == "sold_out" and now - units_read_at.get(sku_label, -UNITS_READ_SECONDS) < UNITS_READ_SECONDS:
+            return
+        units_read_at[sku_label] = now
+        # The answer is already decided: a failed read for a gauge must not change it.
+        with contextlib.suppress(Exception):
+            units = units_of(sku)
+            if units_set.get(sku_label) != units:  # the stock of a sale rarely changes: set it when it does
+                SALE_UNITS.labels(sku_label).set(units)
+                units_set[sku_label] = units
 
     return observe
 

@@ -251,3 +251,31 @@ def test_a_failed_order_is_counted_under_the_code_it_was_answered_with(
     answer = buy(function_client("order"), mint()[1])
     assert (answer.status_code, answer.get_json()["code"]) == (status, outcome)
     assert failed() == before + 1
+
+
+def test_sold_out_answers_read_the_sales_stock_at_most_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bug caught: every loser's press reading the sale for a gauge that changes only when the sale does.
+    reads: list[str] = []
+    units = {"gauge-sku": 5}
+
+    def units_of(sku: str) -> int:
+        reads.append(sku)
+        return units[sku]
+
+    clock = [1000.0]
+    monkeypatch.setattr("shared.metrics.time.monotonic", lambda: clock[0])
+    observe = metrics.order_observer(units_of)
+    observe("gauge-sku", "confirmed")
+    observe("gauge-sku", "confirmed")
+    assert len(reads) == 2  # a sale's winners: each reads (at most its stock of them)
+    for _ in range(1000):
+        observe("gauge-sku", "sold_out")
+    assert len(reads) == 2  # read by the confirmed one just now
+    assert metrics.REGISTRY.get_sample_value("flashsale_sale_units", {"sku": "gauge-sku"}) == 5
+    units["gauge-sku"] = 7  # the sale's stock changed
+    clock[0] += metrics.UNITS_READ_SECONDS
+    for _ in range(1000):
+        observe("gauge-sku", "sold_out")
+    assert len(reads) == 3
+    assert metrics.REGISTRY.get_sample_value("flashsale_sale_units", {"sku": "gauge-sku"}) == 7
+    assert metrics.REGISTRY.get_sample_value("flashsale_orders_total", {"sku": "gauge-sku", "outcome": "sold_out"}) == 2000
