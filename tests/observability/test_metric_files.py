@@ -23,10 +23,10 @@ from shared.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(directory: Path, script: str, timeout: float = 60, **settings: str) -> str:
+def run(directory: Path, script: str, **settings: str) -> str:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "PYTHONPATH": str(ROOT), **settings}
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-c", textwrap.dedent(script)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -51,6 +51,12 @@ PRESSES = """
         for _ in range(n):
             observe("POST", "/orders", 409, elapsed)
 """
+
+
+def counted_after(directory: Path, script: str, **settings: str) -> float:
+    """Run ``script`` after the presses' setup in a fresh interpreter; the 409s a scrape of the files then reads."""
+    run(directory, PRESSES + textwrap.indent(textwrap.dedent(script), "    "), **settings)
+    return requests_409(totals(directory))
 
 
 def test_counts_are_written_in_a_batch_and_exactly(tmp_path: Path) -> None:
@@ -84,19 +90,14 @@ def test_counts_are_written_in_a_batch_and_exactly(tmp_path: Path) -> None:
 
 
 def test_the_writer_thread_writes_within_its_interval(tmp_path: Path) -> None:
-    run(
-        tmp_path,
-        PRESSES
-        + """
+    script = """
     import time
     press(500)
     time.sleep(0.5)  # ten intervals
     metric_files._process.files.clear()  # what follows must not be the exit's flush: nothing is left to write
     metric_files._process.values.clear()
-    """,
-        METRICS_FLUSH_SECONDS="0.05",
-    )
-    assert requests_409(totals(tmp_path)) == 500
+    """
+    assert counted_after(tmp_path, script, METRICS_FLUSH_SECONDS="0.05") == 500
 
 
 def test_a_scrape_shows_its_own_workers_counts_at_once(tmp_path: Path) -> None:
@@ -116,16 +117,12 @@ def test_a_scrape_shows_its_own_workers_counts_at_once(tmp_path: Path) -> None:
 
 def test_a_worker_that_exits_leaves_every_count(tmp_path: Path) -> None:
     """No flush called and an interval that never ends: the exit writes them (a restart, a scale-down)."""
-    run(tmp_path, PRESSES + "\n    metric_files._process.flush_seconds = 3600\n    press(12345)\n")
-    assert requests_409(totals(tmp_path)) == 12345
+    assert counted_after(tmp_path, "metric_files._process.flush_seconds = 3600\npress(12345)\n") == 12345
 
 
 def test_a_forked_worker_counts_in_its_own_file_from_zero(tmp_path: Path) -> None:
     """gunicorn forks its workers: a child's counts are its own, the parent's stay the parent's, the sum is exact."""
-    run(
-        tmp_path,
-        PRESSES
-        + """
+    script = """
     import os, sys
     press(7)
     pid = os.fork()
@@ -134,27 +131,22 @@ def test_a_forked_worker_counts_in_its_own_file_from_zero(tmp_path: Path) -> Non
         sys.exit(0)
     os.waitpid(pid, 0)
     press(1)
-    """,
-    )
+    """
+    assert counted_after(tmp_path, script) == 13
     files = sorted(p.name for p in tmp_path.glob("counter_batched_*.db"))
     assert len(files) == 2, files
-    assert requests_409(totals(tmp_path)) == 13
 
 
 def test_threads_lose_no_count(tmp_path: Path) -> None:
     """auth serves with threads: concurrent counts on one value must all land."""
-    run(
-        tmp_path,
-        PRESSES
-        + """
+    script = """
     import threading, sys
     sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
     threads = [threading.Thread(target=press, args=(5000,)) for _ in range(8)]
     for t in threads: t.start()
     for t in threads: t.join()
-    """,
-    )
-    assert requests_409(totals(tmp_path)) == 40000
+    """
+    assert counted_after(tmp_path, script) == 40000
 
 
 def test_gauges_are_written_at_once_in_prometheus_clients_own_files(tmp_path: Path) -> None:
