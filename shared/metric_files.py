@@ -5,7 +5,7 @@ Under gunicorn each worker keeps its values in a memory-mapped file that
 file at every count, under a lock and after a ``getpid`` call; a loser's press
 counts four values (the request, the latency's sum and bucket, the order
 outcome), and under gevent that cost about 70 µs of a worker's CPU per answer,
-a sixth of the answer (docs/performance.md, "Metrics written in batches").
+a sixth of the answer (docs/performance.md, "Night of 27 November").
 
 :class:`BatchedValue` takes their place: a count adds to a number in memory,
 and a native thread writes the values that changed to the same files, in the
