@@ -145,7 +145,6 @@ def _after_fork() -> None:
     """A forked child writes its own file from zero, as prometheus_client's values do; the parent's stay the parent's."""
     global _process
     parent, _process = _process, _Process()
-    _process.flush_seconds = parent.flush_seconds
     for value in parent.values:
         value._attach()
         _process.values.append(value)
