@@ -50,8 +50,8 @@ STEPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("  metrics (prometheus_client)", _in_file("prometheus_client/")),
     ("SQLite", _in_file("store/sqlite")),  # sqlite.py and sqlite_placement.py
     ("Redis client", _in_file("redis/")),
-    # py-spy counts the writer's timed wait as a sample: the crowd's CPU table has its real CPU ("other threads").
-    ("log writer thread (its waits included)", _named("_Writer._drain")),
+    # py-spy counts a writer's timed wait as a sample: the crowd's CPU table has its real CPU ("other threads").
+    ("writer threads: log lines, metric files (their waits included)", _named("Ticker._run")),
     ("HTTP parsing (gunicorn)", _named("Parser.__next__")),
     ("sending the response", _named("SocketMixin.sendall")),
 )

@@ -10,6 +10,7 @@ pool's size caps how many hashes run at once.
 from __future__ import annotations
 
 import _thread
+import atexit
 import os
 import sys
 import threading
@@ -39,6 +40,46 @@ def os_primitives() -> tuple[Any, Any]:
         original = monkey.get_original
         return original("_thread", "start_new_thread"), original("_thread", "allocate_lock")
     return _thread.start_new_thread, _thread.allocate_lock
+
+
+class Ticker:
+    """``work()`` every ``seconds`` on an operating-system thread, and a last time when stopped (at exit).
+
+    Native, not a greenlet: its timed wait never needs a gevent worker's
+    loop, and the loop never waits for it. Only the process that started it
+    stops it: a forked child inherits the exit handler, not the thread.
+    """
+
+    def __init__(self, work: Callable[[], None], seconds: float) -> None:
+        self._start_thread, allocate_lock = os_primitives()
+        self.work = work
+        self.seconds = seconds  # read at every wait
+        self._stop = allocate_lock()  # held while running; released to stop, which also ends the current wait
+        self._done = allocate_lock()
+        self._pid: int | None = None
+
+    def start(self) -> None:
+        self._pid = os.getpid()
+        self._stop.acquire()
+        self._done.acquire()
+        self._start_thread(self._run, ())
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        """Run the work a last time and end, waiting up to 5 s for it."""
+        if self._pid == os.getpid() and self._stop.locked():
+            self._stop.release()
+            if self._done.acquire(timeout=5):
+                self._done.release()
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                stopping = self._stop.acquire(timeout=self.seconds)
+                self.work()
+        finally:
+            self._done.release()
 
 
 def run_blocking(work: Callable[[], T], *, pool_name: str, size: int = 1) -> T:

@@ -18,7 +18,6 @@ flush interval (at most :data:`FLUSH_SECONDS`); a normal exit writes them.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import json
 import logging
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from shared.blocking import os_primitives
+from shared.blocking import Ticker
 from shared.settings import Settings
 
 FLUSH_SECONDS = 0.05  # lines reach stdout within this; one write each time, however many lines
@@ -81,32 +80,17 @@ class _Writer:
     """Writes the lines waiting, all in one write, every FLUSH_SECONDS, on an operating-system thread."""
 
     def __init__(self, stream: TextIO) -> None:
-        self._start_thread, allocate_lock = os_primitives()
         self.stream = stream
         self.lines: collections.deque[str] = collections.deque()  # append and popleft are atomic: no lock to take
-        self._stop = allocate_lock()  # held while running; released to stop, which also ends the current wait
-        self._done = allocate_lock()
+        self._ticker = Ticker(self._flush, FLUSH_SECONDS)
 
     def start(self) -> None:
-        self._stop.acquire()
-        self._done.acquire()
-        self._start_thread(self._drain, ())
+        """Write every FLUSH_SECONDS; what is waiting at exit is written then."""
+        self._ticker.start()
 
     def stop(self) -> None:
-        """Write what is waiting, then end (at exit)."""
-        if self._stop.locked():
-            self._stop.release()
-            if self._done.acquire(timeout=5):
-                self._done.release()
-
-    def _drain(self) -> None:
-        try:
-            stopping = False
-            while not stopping:
-                stopping = self._stop.acquire(timeout=FLUSH_SECONDS)
-                self._flush()
-        finally:
-            self._done.release()
+        """Write what is waiting, then end."""
+        self._ticker.stop()
 
     def _flush(self) -> None:
         batch: list[str] = []
@@ -171,7 +155,6 @@ def configure(settings: Settings) -> None:
     handler = _LineHandler(writer)
     handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     writer.start()
-    atexit.register(writer.stop)
     _writer, _format = writer, (json_line if json_format else text_line)
     root = logging.getLogger()
     root.handlers[:] = [handler]

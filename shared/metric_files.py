@@ -28,14 +28,13 @@ word). Gauges are set rarely, and their files carry the worker's pid for
 
 from __future__ import annotations
 
-import atexit
 import os
 from typing import Any
 
 from prometheus_client import values
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from shared.blocking import os_primitives
+from shared.blocking import Ticker, os_primitives
 from shared.settings import get_settings
 
 BATCHED_TYPES = frozenset({"counter", "histogram", "summary"})
@@ -45,14 +44,12 @@ class _Process:
     """This process's files, values and writer thread; made again in a forked child."""
 
     def __init__(self) -> None:
-        self.start_thread, allocate_lock = os_primitives()
+        _, allocate_lock = os_primitives()
         self.pid = os.getpid()
         self.lock = allocate_lock()  # a native lock: uncontended it costs a fraction of a microsecond, gevent or not
         self.files: dict[str, MmapedDict] = {}
         self.values: list[BatchedValue] = []
-        self.flush_seconds = 1.0  # METRICS_FLUSH_SECONDS, read when the writer starts
-        self.writer_started = False
-        self.stop = allocate_lock()  # held while the writer runs; released at exit to end its wait
+        self.writer: Ticker | None = None
 
     def file(self, prefix: str) -> MmapedDict:
         found = self.files.get(prefix)
@@ -116,29 +113,11 @@ def flush() -> None:
 
 
 def start_writer() -> None:
-    """The native thread that flushes every METRICS_FLUSH_SECONDS (once per process; a fork starts its own)."""
+    """The native thread that flushes every METRICS_FLUSH_SECONDS, and at exit (once per process; a fork starts its own)."""
     process = _process
-    if process.writer_started:
-        return
-    process.flush_seconds = get_settings().metrics_flush_seconds
-    process.writer_started = True
-    process.stop.acquire()
-    process.start_thread(_write_every, (process,))
-    atexit.register(_stop, process)
-
-
-def _write_every(process: _Process) -> None:
-    stopping = False
-    while not stopping:
-        stopping = process.stop.acquire(timeout=process.flush_seconds)
-        flush()
-
-
-def _stop(process: _Process) -> None:
-    if process is _process:  # a forked child inherits its parent's exit handler too
-        flush()
-        if process.stop.locked():
-            process.stop.release()
+    if process.writer is None:
+        process.writer = Ticker(flush, get_settings().metrics_flush_seconds)
+        process.writer.start()
 
 
 def _after_fork() -> None:
@@ -148,7 +127,7 @@ def _after_fork() -> None:
     for value in parent.values:
         value._attach()
         _process.values.append(value)
-    if parent.writer_started:
+    if parent.writer is not None:
         start_writer()
 
 

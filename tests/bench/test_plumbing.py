@@ -85,7 +85,7 @@ def test_cpu_per_request_counts_each_step_its_stacks_pass_through() -> None:
         [
             "process 1;handle (gunicorn/workers/ggevent.py:1);Router.dispatch (http.py:9);TokenVerifier.check (tokens.py:85) 30",
             "process 1;handle (gunicorn/workers/ggevent.py:1);Router.dispatch (http.py:9);line (shared/logs.py:170) 10",
-            "process 1;_Writer._drain (logs.py:94) 10",
+            "process 1;Ticker._run (blocking.py:60) 10",
             "process 1;handle (gunicorn/workers/ggevent.py:1);SocketMixin.sendall (gevent/_socketcommon.py:1) 50",
         ]
     )
@@ -94,7 +94,7 @@ def test_cpu_per_request_counts_each_step_its_stacks_pass_through() -> None:
     assert cpu["flashsale's handler (Router.dispatch)"] == 4.0
     assert cpu["  token verification"] == 3.0
     assert cpu["  access log line"] == 1.0
-    assert cpu["log writer thread (its waits included)"] == 1.0
+    assert cpu["writer threads: log lines, metric files (their waits included)"] == 1.0
     assert cpu["sending the response"] == 5.0
     assert cpu["SQLite"] == 0.0
     assert cpu_per_request(folded, requests=0) == {}

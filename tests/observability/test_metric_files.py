@@ -67,7 +67,6 @@ def test_counts_are_written_in_a_batch_and_exactly(tmp_path: Path) -> None:
     import json
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
-    metric_files._process.flush_seconds = 3600  # only the explicit flush below writes
     press(1000, 0.0004)
     press(10, 0.3)
     def read():
@@ -78,6 +77,7 @@ def test_counts_are_written_in_a_batch_and_exactly(tmp_path: Path) -> None:
     metric_files.flush()
     print(json.dumps([before, read()]))
     """,
+        METRICS_FLUSH_SECONDS="3600",  # only the explicit flush writes
     )
     before, after = json.loads(out)
     count = "flashsale_http_requests_total[('function', 'order'), ('route', '/orders'), ('status', '409')]"
@@ -106,18 +106,18 @@ def test_a_scrape_shows_its_own_workers_counts_at_once(tmp_path: Path) -> None:
         PRESSES
         + """
     import os
-    metric_files._process.flush_seconds = 3600
     press(321)
     page = metrics.exposition(os.environ["PROMETHEUS_MULTIPROC_DIR"]).decode()
     print([line for line in page.splitlines() if line.startswith("flashsale_http_requests_total{")][0])
     """,
+        METRICS_FLUSH_SECONDS="3600",
     )
     assert out.strip().endswith(" 321.0")
 
 
 def test_a_worker_that_exits_leaves_every_count(tmp_path: Path) -> None:
     """No flush called and an interval that never ends: the exit writes them (a restart, a scale-down)."""
-    assert counted_after(tmp_path, "metric_files._process.flush_seconds = 3600\npress(12345)\n") == 12345
+    assert counted_after(tmp_path, "press(12345)\n", METRICS_FLUSH_SECONDS="3600") == 12345
 
 
 def test_a_forked_worker_counts_in_its_own_file_from_zero(tmp_path: Path) -> None:
@@ -155,12 +155,12 @@ def test_gauges_are_written_at_once_in_prometheus_clients_own_files(tmp_path: Pa
         tmp_path,
         """
     import os
-    from shared import metrics, metric_files
-    metric_files._process.flush_seconds = 3600
+    from shared import metrics
     metrics.observe_degraded("redis", True)
     print(os.getpid(), flush=True)
     os._exit(0)  # no exit handlers: only what was written at once
     """,
+        METRICS_FLUSH_SECONDS="3600",
     )
     pid = out.strip()
     assert (tmp_path / f"gauge_livemostrecent_{pid}.db").exists()
