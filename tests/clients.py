@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import functions_framework
 from flask import Flask
@@ -30,12 +30,17 @@ def press_buy(url: str, token: str, sku: str, key: str) -> tuple[int, dict[str, 
     return call("POST", url + "/orders", {"sku": sku}, token, key)
 
 
-def settled(read: Callable[[], float], expected: float, seconds: float = 10.0) -> float:
+T = TypeVar("T")
+
+
+def settled(read: Callable[[], T], expected: T, seconds: float = 10.0) -> T:
     """``read()`` once it equals ``expected``, or its last value after ``seconds``.
 
     For a scrape of a gunicorn group: workers write their counts to the shared
     files every METRICS_FLUSH_SECONDS (shared/metric_files.py), so the worker
     answering a scrape counts its own at once and the others' within the interval.
+    Wait on every figure the test compares, as one tuple: one figure settled
+    says nothing of another that another worker has still to write.
     """
     deadline = time.monotonic() + seconds
     found = read()

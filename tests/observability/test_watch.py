@@ -78,7 +78,7 @@ def test_once_shows_the_sale_against_the_stack(stack: Stack, stack_settings: Set
     statuses = [press_buy(stack.url("order"), token, sku, "k")[0] for token in sale.buyers.tokens]
     assert statuses == [201, 201, 201, 409, 409]
     # Both workers' counts in the files (within METRICS_FLUSH_SECONDS), as a watch a second later sees them.
-    assert settled(lambda: fetch(stack.url("order")).total("flashsale_orders_total", sku=sku), 5) == 5
+    assert settled(lambda: fetch(stack.url("order")).total("flashsale_orders_total", sku=sku), 5.0) == 5
 
     env = {**os.environ, **stack.env, "COLUMNS": "100"}
     command = [sys.executable, "-m", "ops.cli", "sale", "watch", "--sku", sku, "--order-url", stack.url("order"), "--once"]
