@@ -17,7 +17,7 @@ from bench.cpu import CpuUse, metered
 from bench.measure import Measure, load_average, measure
 from bench.profile import recording
 from bench.report import number
-from bench.results import CrowdRound, Pair, PairRound, Results, median_round
+from bench.results import CrowdRound, Pair, PairRound, Results, median_round, p99_median_round
 from bench.sites import Site
 from ops.sales import fresh_sku, open_sale
 from ops.verdict import crowd_checks
@@ -111,7 +111,8 @@ class Bench:
             self.results.file_pair_rounds(name, rounds)
             self.say(f"{name} {round_number}/{total}", f"{order[0]} first | {compared(rounds[-1])}")
         median = median_round(rounds)
-        self.say(name, f"the median by req/s ratio is round {median.number} of {total}")
+        by_p99 = p99_median_round(rounds).number
+        self.say(name, f"the median by req/s ratio is round {median.number} of {total}, by p99 ratio round {by_p99}")
         return median
 
     # the crowd ------------------------------------------------------------------------

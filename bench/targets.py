@@ -64,7 +64,7 @@ def _rps_ratio(results: Results, pair: str) -> float | None:
 
 
 def _p99_ratio(results: Results, pair: str) -> float | None:
-    found = results.pairs.get(pair)
+    found = results.p99_pair(pair)  # the median of the rounds' p99 ratios, not the p99 of the median round by req/s
     return found.p99_ratio if found else None
 
 
