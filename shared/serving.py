@@ -36,6 +36,8 @@ from shared.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"auth": "auth", "stock": "stock", "order": "order", "events": "order_placed"}
+# gunicorn's own worker classes, but gevent's is ours: connections taken in bursts, a late request read (shared/gevent_worker.py)
+GUNICORN_WORKER_CLASSES = {"gevent": "shared.gevent_worker.Worker", "gthread": "gthread"}
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def gunicorn_argv(function: str, settings: Settings, *, host: str = "0.0.0.0", p
     argv = [
         "gunicorn",
         "--bind", f"{host}:{port or settings.port}",
-        "--worker-class", plan.worker_class,
+        "--worker-class", GUNICORN_WORKER_CLASSES[plan.worker_class],
         "--workers", str(plan.workers),
         "--backlog", "4096",
         "--timeout", "30",

@@ -157,6 +157,19 @@ class Settings:
         int,
         "Connections per gevent worker (auth, stock, order): a burst queues here, not in the kernel.",
     )
+    accept_burst: int = setting(
+        "ACCEPT_BURST",
+        100,
+        int,
+        "Connections a gevent worker takes from the kernel's accept queue per turn of its loop (gunicorn's own is 1): "
+        "a crowd's connections wait in the worker, not in a queue the kernel overflows.",
+    )
+    first_byte_timeout_seconds: float = setting(
+        "FIRST_BYTE_TIMEOUT_SECONDS",
+        15.0,
+        float,
+        "How long a new connection to a gevent worker may stay silent; its headers then have the 5 s keep-alive timeout.",
+    )
     access_log: bool = setting("ACCESS_LOG", False, _bool, "Also write gunicorn's access log.")
     metrics: bool = setting(
         "METRICS",
@@ -233,6 +246,10 @@ class Settings:
             raise ValueError("ORDER_BATCH_WAIT_MS must be >= 0 and ORDER_BATCH_MAX >= 1")
         if self.metrics_flush_seconds <= 0:
             raise ValueError("METRICS_FLUSH_SECONDS must be positive")
+        if self.accept_burst < 1:
+            raise ValueError("ACCEPT_BURST must be at least 1")
+        if self.first_byte_timeout_seconds <= 0:
+            raise ValueError("FIRST_BYTE_TIMEOUT_SECONDS must be positive")
         if self.otel_traces_exporter not in {"none", "otlp", "console"}:
             raise ValueError("OTEL_TRACES_EXPORTER must be none, otlp or console")
 

@@ -26,7 +26,8 @@ def test_gunicorn_loads_the_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert app.cfg.post_worker_init is serving.post_worker_init
     assert app.cfg.child_exit is serving.child_exit
     assert app.cfg.on_exit is serving.on_exit
-    assert app.cfg.worker_class_str == "gevent" and app.cfg.workers == serving.worker_plan("order", Settings.from_env({})).workers
+    assert app.cfg.worker_class_str == "shared.gevent_worker.Worker"
+    assert app.cfg.workers == serving.worker_plan("order", Settings.from_env({})).workers
 
 
 def test_a_given_metrics_dir_is_emptied_of_old_counts(tmp_path: Path) -> None:

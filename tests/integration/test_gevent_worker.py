@@ -1,0 +1,115 @@
+"""flashsale's gevent worker under real gunicorn (shared/gevent_worker.py): a connection has FIRST_BYTE_TIMEOUT_SECONDS
+to start its request and then gunicorn's keep-alive timeout to finish its headers; connections are taken in bursts."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bench.servers import AppServer
+from shared.gevent_worker import _BurstServer
+from shared.settings import get_settings
+
+pytestmark = pytest.mark.integration
+
+KEEPALIVE = 1.0  # gunicorn's wait for a request's headers, short for the test
+FIRST_BYTE = 5.0  # FIRST_BYTE_TIMEOUT_SECONDS, short for the test
+SLACK = 2.0  # a busy 2-core machine
+
+APP = """
+import functions_framework
+
+
+@functions_framework.http  # an HTTP function whatever FUNCTION_SIGNATURE_TYPE the test process inherited
+def app(request):
+    return "ok"
+"""
+
+
+class ShortDeadlines(AppServer):
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        argv[argv.index("--keep-alive") + 1] = f"{KEEPALIVE:g}"
+        return argv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    source = tmp_path_factory.mktemp("gevent-worker") / "main.py"
+    source.write_text(APP)
+    env = {"WORKERS": "2", "FIRST_BYTE_TIMEOUT_SECONDS": f"{FIRST_BYTE:g}", "LOG_LEVEL": "WARNING"}
+    # Served as the order function is: shared.serving's argv, hooks and worker class.
+    with ShortDeadlines("deadlines", "order", source, "app", env) as served:
+        yield served
+
+
+def connect(server: AppServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=FIRST_BYTE + KEEPALIVE + SLACK + 5)
+
+
+def answer(sock: socket.socket) -> bytes:
+    """What the server sends before it closes, or its first answer (a reset reads as nothing sent)."""
+    raw = b""
+    try:
+        while data := sock.recv(65536):
+            raw += data
+            if raw.endswith(b"ok"):
+                break
+    except ConnectionResetError:
+        pass
+    return raw
+
+
+def test_a_client_that_writes_after_the_header_timeout_is_answered(server: AppServer) -> None:
+    # Bug caught: gunicorn's header deadline running from the connection's accept, before the client wrote a
+    # byte: a buyer whose request left after it (a slow network, a load generator short of CPU) got an EOF.
+    with connect(server) as sock:
+        time.sleep(KEEPALIVE + 1.0)
+        sock.sendall(b"GET /late HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert answer(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_headers_trickling_past_the_header_timeout_are_cut_off(server: AppServer) -> None:
+    # Bug caught: the first-byte wait stretching the deadline for the headers themselves (a slow-headers client).
+    with connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /slow HTTP/1.1\r\n")
+        time.sleep(KEEPALIVE / 2)
+        sock.sendall(b"Host: 127.0.0.1\r\n")  # and never the blank line that ends them
+        assert answer(sock) == b""
+    assert KEEPALIVE * 0.9 <= time.monotonic() - started < KEEPALIVE + SLACK < FIRST_BYTE
+
+
+def test_a_silent_connection_is_closed_after_the_first_byte_timeout(server: AppServer) -> None:
+    # Bug caught: a connection that never writes held for ever (or cut at the header timeout, the old rule).
+    with connect(server) as sock:
+        started = time.monotonic()
+        assert answer(sock) == b""
+    assert FIRST_BYTE * 0.9 <= time.monotonic() - started < FIRST_BYTE + SLACK
+
+
+def test_a_keep_alive_connection_idle_past_the_timeout_is_closed(server: AppServer) -> None:
+    # Bug caught: the first-byte wait given to every request of a connection, not only its first.
+    with connect(server) as sock:
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert answer(sock).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert answer(sock) == b""
+    assert time.monotonic() - started < KEEPALIVE + SLACK < FIRST_BYTE
+
+
+def test_connections_are_taken_in_bursts_whatever_gunicorn_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bug caught: gunicorn's max_accept of 1 (set when it runs several workers) winning over ACCEPT_BURST.
+    monkeypatch.setenv("ACCEPT_BURST", "37")
+    get_settings.cache_clear()
+    try:
+        listener = socket.create_server(("127.0.0.1", 0))
+        server = _BurstServer(listener, handle=lambda *_: None)
+        server.max_accept = 1  # what gunicorn's GeventWorker.run does with several workers
+        assert server.max_accept == 37
+        listener.close()
+    finally:
+        get_settings.cache_clear()
