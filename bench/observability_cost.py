@@ -149,41 +149,28 @@ def measure(rounds: int, presses: int) -> dict[str, list[float]]:
 
 def measure_served(rounds: int, seconds: int, vus: int = 1_000) -> dict[str, list[float]]:
     """Each variant's order function under gunicorn, the losers' load on each in turn (order alternating): µs of CPU per answer."""
-    from contextlib import ExitStack
-
     from bench import load
     from bench.config import Config
     from bench.cpu import metered
-    from ops.devstack import local_stack
-    from ops.loadusers import mint_buyers
+    from bench.sites import order_sites
     from ops.sales import fresh_sku, open_sale
-    from shared.settings import Settings
 
     found: dict[str, list[float]] = {name: [] for name in VARIANTS}
     sku = fresh_sku("observability-cost")
-    with tempfile.TemporaryDirectory(prefix="flashsale-observability-served-") as scratch, ExitStack() as stack:
-        work = Path(scratch)
-        sites: dict[str, tuple[Any, dict[str, str]]] = {}
-        for name, variant in VARIANTS.items():
-            running, _ = stack.enter_context(local_stack(work / name, functions=("order",), extra_env={**Config().stack_env(), **variant}))
-            settings = Settings.from_env(running.env)
-            open_sale(settings, sku, 0)
-            tokens, users = mint_buyers(settings, vus, prefix="observability-cost-").write_files(work / name, "buyers")
-            env = {
-                "ORDER_URL": running.url("order"),
-                "SKU": sku,
-                "TOKENS_FILE": str(tokens),
-                "USERS_FILE": str(users),
-                "VUS": str(vus),
-                "DURATION": f"{seconds}s",
-            }
-            sites[name] = (running, env)
+    envs = {name: {**Config().stack_env(), **variant} for name, variant in VARIANTS.items()}
+    with (
+        tempfile.TemporaryDirectory(prefix="flashsale-observability-served-") as scratch,
+        order_sites(envs, Path(scratch), vus, "observability-cost") as sites,
+    ):
+        for site in sites.values():
+            open_sale(site.settings, sku, 0)
         names = list(VARIANTS)
         for round_number in range(rounds):
             for name in names if round_number % 2 == 0 else names[::-1]:
-                running, env = sites[name]
-                with metered(running.processes["order"].pid, None) as cpu:
-                    result = load.run("buyers.js", env, work / "raw", f"{name}-{round_number}")
+                site = sites[name]
+                knobs = site.env(sku, VUS=vus, DURATION=f"{seconds}s")
+                with metered(site.masters["order"], None) as cpu:
+                    result = load.run("buyers.js", knobs, Path(scratch) / "raw", f"{name}-{round_number}")
                 answers = int((result.summary.get("http") or {}).get("requests") or 0)
                 if answers <= 0 or cpu.workers_s <= 0:
                     raise SystemExit(f"{name}: no answers measured (k6 exit {result.exit_code})")

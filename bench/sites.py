@@ -118,18 +118,25 @@ def observability_envs(config: Config) -> dict[str, dict[str, str]]:
 
 
 @contextmanager
+def order_sites(envs: dict[str, dict[str, str]], scratch: Path, buyers: int, prefix: str) -> Iterator[dict[str, Site]]:
+    """The order function once per environment, each its own stack (database, Redis, gunicorn) and ``buyers`` of its own."""
+    sites: dict[str, Site] = {}
+    with ExitStack() as stack:
+        for name, env in envs.items():
+            workdir = scratch / f"{prefix}-{name}"
+            running, _ = stack.enter_context(local_stack(workdir, functions=("order",), extra_env=env))
+            settings = Settings.from_env(running.env)
+            tokens, users = mint_buyers(settings, buyers, prefix=f"{prefix}-").write_files(workdir, prefix)
+            sites[name] = Site({"order": running.url("order")}, settings, tokens, users, {"order": running.processes["order"].pid})
+        yield sites
+
+
+@contextmanager
 def observability_sites(config: Config, scratch: Path) -> Iterator[dict[str, Site]]:
     """The order function twice, served alike: with metrics and an INFO access line per request
     (as deployed), and with both off. The quiet one stands where the baseline stands elsewhere.
     With ``config.observability_same`` both are quiet: an A/A run, the spread of the harness alone."""
-    sites: dict[str, Site] = {}
-    with ExitStack() as stack:
-        for name, env in observability_envs(config).items():
-            workdir = scratch / f"observability-{name}"
-            running, _ = stack.enter_context(local_stack(workdir, functions=("order",), extra_env=env))
-            settings = Settings.from_env(running.env)
-            tokens, users = mint_buyers(settings, config.losers_vus, prefix="observability-").write_files(workdir, "observability")
-            sites[name] = Site({"order": running.url("order")}, settings, tokens, users, {"order": running.processes["order"].pid})
+    with order_sites(observability_envs(config), scratch, config.losers_vus, "observability") as sites:
         yield sites
 
 
