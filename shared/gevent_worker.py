@@ -21,13 +21,15 @@ worker lost some of them in two ways:
   waits up to ``FIRST_BYTE_TIMEOUT_SECONDS`` for its first byte, and the
   deadline for the headers starts from it. A client that trickles its headers
   is still cut off 5 s after it began; one that never writes is closed after
-  ``FIRST_BYTE_TIMEOUT_SECONDS``, holding a greenlet and a socket meanwhile.
+  ``FIRST_BYTE_TIMEOUT_SECONDS``, holding a greenlet and a socket meanwhile,
+  or within a second of the worker being told to stop.
 
 Everything else is gunicorn's ``GeventWorker``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from gevent.server import StreamServer
@@ -36,6 +38,8 @@ from gunicorn import util
 from gunicorn.workers import ggevent
 
 from shared.settings import get_settings
+
+STOPPING_CHECK_SECONDS = 1.0
 
 
 class _Silent(Exception):
@@ -66,12 +70,28 @@ class Worker(ggevent.GeventWorker):  # type: ignore[misc]
         super().run()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
-        try:
-            wait_read(client.fileno(), get_settings().first_byte_timeout_seconds, _Silent())
-        except _Silent:
-            util.close(client)
-            return
-        except OSError:  # gone before its first byte
+        if not self._first_byte(client):
             util.close(client)
             return
         super().handle(listener, client, addr)
+
+    def _first_byte(self, client: Any) -> bool:
+        """Whether ``client`` sent something within FIRST_BYTE_TIMEOUT_SECONDS.
+
+        A worker told to stop stops waiting within STOPPING_CHECK_SECONDS: its
+        graceful shutdown waits for every connection it holds, and a silent one
+        would otherwise hold it up to gunicorn's graceful timeout.
+        """
+        deadline = time.monotonic() + get_settings().first_byte_timeout_seconds
+        while self.alive:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                wait_read(client.fileno(), min(left, STOPPING_CHECK_SECONDS), _Silent())
+                return True
+            except _Silent:
+                continue
+            except OSError:  # gone before its first byte
+                return False
+        return False

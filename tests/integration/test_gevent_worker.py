@@ -3,14 +3,16 @@ to start its request and then gunicorn's keep-alive timeout to finish its header
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bench.servers import AppServer
-from shared.gevent_worker import _BurstServer
+from shared.gevent_worker import STOPPING_CHECK_SECONDS, _BurstServer
 from shared.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -113,3 +115,23 @@ def test_connections_are_taken_in_bursts_whatever_gunicorn_sets(monkeypatch: pyt
         listener.close()
     finally:
         get_settings.cache_clear()
+
+
+def test_a_silent_connection_does_not_hold_up_a_graceful_shutdown(tmp_path: Path) -> None:
+    # Bug caught: a worker told to stop still waiting out a silent connection's first-byte timeout, so its
+    # shutdown lasted gunicorn's whole graceful timeout (10 s) instead of about a second.
+    source = tmp_path / "main.py"
+    source.write_text(APP)
+    env = {"WORKERS": "1", "FIRST_BYTE_TIMEOUT_SECONDS": "60", "LOG_LEVEL": "WARNING"}
+    served = AppServer("stopping", "order", source, "app", env).start()
+    try:
+        with connect(served) as sock:
+            time.sleep(0.5)  # taken in: its handler waits for the first byte
+            assert served.process is not None
+            started = time.monotonic()
+            served.process.send_signal(signal.SIGTERM)  # the master stops its workers gracefully
+            assert answer(sock) == b""  # closed, unanswered: it never asked for anything
+            served.process.wait(timeout=30)
+            assert time.monotonic() - started < STOPPING_CHECK_SECONDS + SLACK + 2
+    finally:
+        served.stop()
