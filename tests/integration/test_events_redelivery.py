@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
+from flask.testing import FlaskClient
 
 from ops.devstack import free_port
 from shared import context as context_module
@@ -91,13 +92,16 @@ def test_duplicates_delivered_at_the_same_moment_are_counted_once(ctx: Context) 
     start = threading.Barrier(deliveries)
     statuses: list[int] = []
 
-    def redeliver() -> None:
-        headers, body = delivery("evt-1")
-        client = function_client("events")
-        start.wait(timeout=10)
+    headers, body = delivery("evt-1")
+    # Made here, one after another: the test is of deliveries at the same moment, not of apps made at the same
+    # moment (a CI run once broke the barrier while eight threads were each still loading the function).
+    clients = [function_client("events") for _ in range(deliveries)]
+
+    def redeliver(client: FlaskClient) -> None:
+        start.wait(timeout=30)
         statuses.append(client.post("/", headers=headers, data=body).status_code)
 
-    threads = [threading.Thread(target=redeliver) for _ in range(deliveries)]
+    threads = [threading.Thread(target=redeliver, args=(client,)) for client in clients]
     for thread in threads:
         thread.start()
     for thread in threads:
