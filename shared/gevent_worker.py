@@ -29,21 +29,17 @@ Everything else is gunicorn's ``GeventWorker``.
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
 from gevent.server import StreamServer
-from gevent.socket import wait_read
 from gunicorn import util
 from gunicorn.workers import ggevent
 
 from shared.settings import get_settings
 
 STOPPING_CHECK_SECONDS = 1.0
-
-
-class _Silent(Exception):
-    """A new connection sent nothing within FIRST_BYTE_TIMEOUT_SECONDS."""
 
 
 class _BurstServer(StreamServer):  # type: ignore[misc]
@@ -78,19 +74,23 @@ class Worker(ggevent.GeventWorker):  # type: ignore[misc]
     def _first_byte(self, client: Any) -> bool:
         """Whether ``client`` sent something within FIRST_BYTE_TIMEOUT_SECONDS.
 
-        A worker told to stop stops waiting within STOPPING_CHECK_SECONDS: its
-        graceful shutdown waits for every connection it holds, and a silent one
-        would otherwise hold it up to gunicorn's graceful timeout.
+        A peek: gevent's ``recv`` reads at once when a byte is there (almost
+        every connection: a client writes its request as it connects), and waits
+        on the loop only when none is; nothing is consumed. A worker told to stop
+        stops waiting within STOPPING_CHECK_SECONDS: its graceful shutdown waits
+        for every connection it holds, and a silent one would otherwise hold it
+        up to gunicorn's graceful timeout.
         """
         deadline = time.monotonic() + get_settings().first_byte_timeout_seconds
         while self.alive:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
+            client.settimeout(min(left, STOPPING_CHECK_SECONDS))  # gunicorn's handle() makes it blocking again
             try:
-                wait_read(client.fileno(), min(left, STOPPING_CHECK_SECONDS), _Silent())
+                client.recv(1, socket.MSG_PEEK)  # b"" at end of stream: gunicorn's handle() sees it and closes
                 return True
-            except _Silent:
+            except TimeoutError:
                 continue
             except OSError:  # gone before its first byte
                 return False
