@@ -23,16 +23,28 @@ worker lost some of them in two ways:
   is still cut off 5 s after it began; one that never writes is closed after
   ``FIRST_BYTE_TIMEOUT_SECONDS``, holding a greenlet and a socket meanwhile,
   or within a second of the worker being told to stop.
+* **A worker told to stop dropped what it had taken.** Scale-down, a rollout or
+  a worker restart sends SIGTERM; gunicorn's loop went on accepting for up to
+  a second, and a connection taken meanwhile was closed unanswered (a reset
+  for the buyer). Here the worker stops accepting as soon as the signal is
+  handled, so the kernel hands new connections to the other workers, and
+  every connection it already took is served: its request is read (a byte
+  already there is seen at once; one still on its way gets up to
+  ``STOPPING_CHECK_SECONDS``) and answered with ``Connection: close``, as
+  gunicorn answers every request of a stopping worker.
 
 Everything else is gunicorn's ``GeventWorker``.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
+import gevent
 from gevent.server import StreamServer
 from gunicorn import util
 from gunicorn.workers import ggevent
@@ -45,9 +57,11 @@ STOPPING_CHECK_SECONDS = 1.0
 class _BurstServer(StreamServer):  # type: ignore[misc]
     """gevent's StreamServer taking up to ACCEPT_BURST connections a turn, whatever gunicorn sets ``max_accept`` to."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, started: Callable[[_BurstServer], None] | None = None, **kwargs: Any) -> None:
         self._burst = get_settings().accept_burst
         super().__init__(*args, **kwargs)
+        if started is not None:
+            started(self)
 
     @property
     def max_accept(self) -> int:
@@ -61,9 +75,29 @@ class _BurstServer(StreamServer):  # type: ignore[misc]
 class Worker(ggevent.GeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker, taking connections in bursts and starting the header deadline at the first byte."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._servers: list[_BurstServer] = []
+
     def run(self) -> None:
-        ggevent.StreamServer = _BurstServer  # the name gunicorn's run() makes its servers with; in this worker process only
+        # The name gunicorn's run() makes its servers with; in this worker process only.
+        ggevent.StreamServer = functools.partial(_BurstServer, started=self._servers.append)
         super().run()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: stop taking connections now, not at the run loop's next turn (up to a second later).
+
+        gunicorn closes the servers only when its loop wakes; meanwhile this
+        worker would take connections the other workers could serve. A
+        greenlet does it: a signal handler must not touch the loop's watchers
+        from whatever greenlet it interrupted (gunicorn's handle_quit does the same).
+        """
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._stop_accepting)
+
+    def _stop_accepting(self) -> None:
+        for server in self._servers:
+            server.stop_accepting()  # the listening socket stays open for the other workers; run() closes our copy
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         if not self._first_byte(client):
@@ -79,10 +113,14 @@ class Worker(ggevent.GeventWorker):  # type: ignore[misc]
         on the loop only when none is; nothing is consumed. A worker told to stop
         stops waiting within STOPPING_CHECK_SECONDS: its graceful shutdown waits
         for every connection it holds, and a silent one would otherwise hold it
-        up to gunicorn's graceful timeout.
+        up to gunicorn's graceful timeout. A stopping worker still looks: a
+        connection it took has a client waiting for an answer, and its request
+        is usually there already.
         """
         deadline = time.monotonic() + get_settings().first_byte_timeout_seconds
-        while self.alive:
+        while True:
+            if not self.alive:
+                deadline = min(deadline, time.monotonic() + STOPPING_CHECK_SECONDS)
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -94,4 +132,3 @@ class Worker(ggevent.GeventWorker):  # type: ignore[misc]
                 continue
             except OSError:  # gone before its first byte
                 return False
-        return False
