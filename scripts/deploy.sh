@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploy flashsale to the namespace of the current kubectl context.
 #
-#   REGISTRY=ghcr.io/you scripts/deploy.sh            kn service apply per function, then eventing
+#   REGISTRY=ghcr.io/you scripts/deploy.sh            eventing (the sink resolved), then kn service apply per function
 #   REGISTRY=ghcr.io/you MODE=kustomize scripts/deploy.sh   kubectl apply -k knative/ instead
 #   DRY_RUN=1 scripts/deploy.sh                       print every command instead of running it
 #
@@ -18,6 +18,7 @@ PYTHON=${PYTHON:-python3}
 MIN_SERVING=1.13
 MIN_EVENTING=1.13
 KNATIVE_VERSION_CHECK=${KNATIVE_VERSION_CHECK:-1}
+SINK_WAIT=${SINK_WAIT:-180s}
 require_registry deploy.sh "where scripts/images.sh pushed the images"
 
 if ! "$PYTHON" -c 'import yaml' 2>/dev/null; then
@@ -175,9 +176,25 @@ sys.stdout.write("\0".join(args) + "\0")
 PY
 }
 
+# The Broker, the SinkBinding and the Trigger go first, and the deploy waits until the binding
+# has resolved the Broker's address: eventing's webhook then puts K_SINK into flashsale-order
+# when kn or kubectl creates it, so order's first revision posts events. Applied after the
+# Services (as before), the binding patched order afterwards: a second revision, which
+# Knative serves only once it has min-scale ready pods, the first one without K_SINK until
+# then (docs/deploy.md, "Event delivery").
+apply_eventing_first() {
+  run kubectl apply -f knative/eventing.yaml
+  if ! run kubectl wait --for=condition=SinkProvided sinkbinding/flashsale-order --timeout="$SINK_WAIT"; then
+    echo "deploy.sh: the SinkBinding flashsale-order has no sink after $SINK_WAIT: is the Broker 'default' ready?" \
+      "(kubectl get broker default); no Service was applied, so order will not start without K_SINK" >&2
+    exit 1
+  fi
+}
+
 case $MODE in
   kn)
     run kubectl apply -f knative/config.yaml
+    apply_eventing_first
     for fn in "${FUNCTIONS[@]}"; do
       args=()
       while IFS= read -r -d '' arg; do args+=("$arg"); done \
@@ -188,7 +205,6 @@ case $MODE in
       fi
       run "${args[@]}"
     done
-    run kubectl apply -f knative/eventing.yaml
     ;;
   kustomize)
     # An overlay in a scratch folder sets the images, so knative/kustomization.yaml is not edited.
@@ -204,6 +220,9 @@ base, overlay, registry, tag = sys.argv[1:]
 with open(os.path.join(base, "kustomization.yaml")) as f:
     images = yaml.safe_load(f)["images"]
 kustomization = {
+    # kustomize honours sortOptions only in the kustomization it renders, not in a base:
+    # the overlay keeps the base's order (the SinkBinding before the Services).
+    "sortOptions": {"order": "fifo"},
     # kustomize takes a base only by relative path.
     "resources": [os.path.relpath(base, overlay)],
     # Matched on the names the base already rewrote its images to.
@@ -218,6 +237,7 @@ PY
     if [[ $DRY_RUN == 1 ]]; then
       sed 's/^/# /' "$overlay/kustomization.yaml"
     fi
+    apply_eventing_first
     run kubectl apply -k "$overlay"
     ;;
   *)
