@@ -50,13 +50,13 @@ class Accounts:
     def hash_password(self, password: str) -> bytes:
         return self._timed(lambda: bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(self.rounds)))
 
-    def register(self, credentials: Credentials, address: str) -> dict[str, str]:
+    def register(self, credentials: Credentials, address: str | None) -> dict[str, str]:
         self.limiter.check_registration(address)
         user = self.store.create_user(credentials.email, self.hash_password(credentials.password))
         log.info("user registered", extra={"user_id": user.user_id})
         return {"user_id": user.user_id, "email": user.email}
 
-    def login(self, credentials: Credentials, address: str) -> Session:
+    def login(self, credentials: Credentials, address: str | None) -> Session:
         # Counted under the code the caller is answered with: an error that is not
         # one of ours is answered 500 with FlashsaleError's own code, "internal".
         outcome = FlashsaleError.code
@@ -71,7 +71,7 @@ class Accounts:
             for observe in self.observe_login:
                 observe(outcome)
 
-    def _login(self, credentials: Credentials, address: str) -> Session:
+    def _login(self, credentials: Credentials, address: str | None) -> Session:
         self.limiter.check(credentials.email, address)
         user = self.store.get_user_by_email(credentials.email)
         stored = user.password_hash if user is not None else self._dummy_hash

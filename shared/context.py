@@ -109,6 +109,7 @@ class Context:
         if s.metrics:
             accounts.observe_login.append(metrics.observe_login)
             accounts.observe_hash.append(metrics.observe_password_hash)
+            limiter.observe_unknown_address.append(metrics.observe_client_address_unknown)
         return accounts
 
     @cached_property

@@ -119,13 +119,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def client_address(request: Request, trusted_proxies: int) -> str:
-    """The caller's address; ``trusted_proxies`` hops of X-Forwarded-For are believed."""
-    if trusted_proxies > 0:
-        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
-        if len(hops) >= trusted_proxies:
-            return hops[-trusted_proxies]
-    return request.remote_addr or "unknown"
+def client_address(request: Request, trusted_proxies: int) -> str | None:
+    """The caller's address: the ``trusted_proxies``-th entry of X-Forwarded-For from the end; None when there is none.
+
+    Each trusted hop appends its peer, so the client is that many entries from
+    the end and anything a client wrote sits in front, never read. A shorter
+    chain means a hop did not append (Kourier's default, docs/deploy.md): the
+    address is unknown, and falling back to the peer would put every caller
+    behind the same proxy at one address. With no trusted hops the peer is the client.
+    """
+    if trusted_proxies <= 0:
+        return request.remote_addr or None
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    return hops[-trusted_proxies] if len(hops) >= trusted_proxies else None
 
 
 @dataclass(frozen=True)

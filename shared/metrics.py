@@ -96,6 +96,11 @@ LOGINS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+CLIENT_ADDRESS_UNKNOWN = Counter(
+    "flashsale_client_address_unknown_total",
+    "Requests to auth whose X-Forwarded-For had fewer entries than TRUSTED_PROXIES: no client address, so no per-address limit.",
+    registry=REGISTRY,
+)
 PASSWORD_HASH = Histogram(
     "flashsale_password_hash_seconds",
     "Seconds per bcrypt call (hashing at registration, checking at login).",
@@ -125,6 +130,7 @@ PINNED_NAMES = frozenset(
         "flashsale_stock_reads_total",
         "flashsale_dependency_errors_total",
         "flashsale_logins_total",
+        "flashsale_client_address_unknown_total",
         "flashsale_password_hash_seconds",
         "flashsale_dependency_degraded",
         "flashsale_gate_heals_total",
@@ -227,6 +233,10 @@ def observe_stock_read(source: str) -> None:
 
 def observe_login(outcome: str) -> None:
     LOGINS.labels(_bounded(outcome, LOGIN_OUTCOMES)).inc()
+
+
+def observe_client_address_unknown() -> None:
+    CLIENT_ADDRESS_UNKNOWN.inc()
 
 
 def observe_password_hash(seconds: float) -> None:

@@ -3,6 +3,14 @@
 When Redis is down the limits fail open, by choice: a login storm is already
 bounded by bcrypt's cost and auth's hard concurrency limit, and refusing every
 login during a Redis outage would turn a cache failure into a sale outage.
+
+A request whose client address is unknown (``shared.http.client_address``
+found fewer X-Forwarded-For entries than ``TRUSTED_PROXIES``) skips the
+per-address limits, by choice too: the alternative, one shared key for every
+such request, lets the first hundred logins of a sale lock out the rest. The
+per-account limit still holds; each such request is counted
+(``flashsale_client_address_unknown_total``) and logged at most once every
+UNKNOWN_ADDRESS_LOG_SECONDS, with the number of requests it stands for.
 """
 
 from __future__ import annotations
@@ -10,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 
 from shared.errors import RateLimited
 from shared.redisconn import RedisConn, RedisDown
 
 log = logging.getLogger(__name__)
+UNKNOWN_ADDRESS_LOG_SECONDS = 60.0
 
 
 class LoginLimiter:
@@ -26,19 +36,38 @@ class LoginLimiter:
         self.per_address = per_address
         self.registrations_per_address = registrations_per_address
         self.window = max(1, window_seconds)
+        self.observe_unknown_address: list[Callable[[], None]] = []  # for metrics
+        self._unknown_unlogged = 0
+        self._unknown_logged_at = -UNKNOWN_ADDRESS_LOG_SECONDS
 
-    def check(self, email: str, address: str) -> None:
-        """Count one login attempt; raise RateLimited if either limit is over."""
-        self._count(
-            [
-                ("account", email, self.per_account, "login attempts from this account"),
-                ("address", address, self.per_address, "login attempts from this address"),
-            ]
-        )
+    def check(self, email: str, address: str | None) -> None:
+        """Count one login attempt; raise RateLimited if either limit is over. ``address`` None: the account's alone."""
+        limits = [("account", email, self.per_account, "login attempts from this account")]
+        if address is None:
+            self._address_unknown()
+        else:
+            limits.append(("address", address, self.per_address, "login attempts from this address"))
+        self._count(limits)
 
-    def check_registration(self, address: str) -> None:
+    def check_registration(self, address: str | None) -> None:
         """Count one registration: each costs a bcrypt hash, so a script must not make them freely."""
+        if address is None:
+            self._address_unknown()
+            return
         self._count([("register", address, self.registrations_per_address, "registrations from this address")])
+
+    def _address_unknown(self) -> None:
+        for observe in self.observe_unknown_address:
+            observe()
+        self._unknown_unlogged += 1
+        now = time.monotonic()
+        if now - self._unknown_logged_at >= UNKNOWN_ADDRESS_LOG_SECONDS:
+            log.warning(
+                "client address unknown: X-Forwarded-For has fewer entries than TRUSTED_PROXIES, so per-address limits are"
+                " skipped for such requests; is the ingress appending the client (docs/deploy.md, use-remote-address)?",
+                extra={"requests": self._unknown_unlogged},
+            )
+            self._unknown_unlogged, self._unknown_logged_at = 0, now
 
     def _count(self, limits: list[tuple[str, str, int, str]]) -> None:
         now = time.time()

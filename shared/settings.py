@@ -125,7 +125,13 @@ class Settings:
         "Registrations per client address per window (0 disables).",
     )
     login_rate_window_seconds: int = setting("LOGIN_RATE_WINDOW_SECONDS", 60, int, "Window of the login rate limits.")
-    trusted_proxies: int = setting("TRUSTED_PROXIES", 0, int, "How many `X-Forwarded-For` hops to trust when finding the client address.")
+    trusted_proxies: int = setting(
+        "TRUSTED_PROXIES",
+        0,
+        int,
+        "How many proxies in front of auth append to `X-Forwarded-For`: the client is that many entries from the end;"
+        " a shorter chain gives no address, and the per-address login limits are skipped for that request.",
+    )
     max_body_bytes: int = setting("MAX_BODY_BYTES", 16384, int, "Largest request body accepted (413 above).")
     body_timeout_seconds: float = setting(
         "BODY_TIMEOUT_SECONDS",

@@ -129,6 +129,24 @@ def test_login_rate_limit_per_address(tmp_path: Path, redis_url: str, keys: tupl
     assert elsewhere.status_code == 401
 
 
+def test_a_chain_too_short_to_name_the_client_shares_no_bucket(tmp_path: Path, redis_url: str, keys: tuple[Path, Path]) -> None:
+    # Bug caught: with Kourier's default (use-remote-address: false) auth sees two entries (gateway, activator)
+    # for TRUSTED_PROXIES=3 and fell back to queue-proxy's 127.0.0.1: the whole login wave shared one address's
+    # limit (measured: 250 logins, 100 x 401 then 150 x 429). The per-account limit still holds.
+    from shared import context, metrics
+    from tests.conftest import make_settings
+
+    context.reset(make_settings(tmp_path, redis_url, keys, LOGIN_RATE_PER_ADDRESS="2", LOGIN_RATE_PER_ACCOUNT="2", TRUSTED_PROXIES="3"))
+    client = function_client("auth")
+    chain = {"X-Forwarded-For": "10.0.1.5, 10.0.2.9"}  # gateway, activator: no client entry
+    unknown_before = metrics.CLIENT_ADDRESS_UNKNOWN._value.get()
+    wave = [post(client, "/login", {"email": f"w{i}@example.com", "password": "whatever1"}, **chain).status_code for i in range(6)]
+    assert wave == [401] * 6
+    assert metrics.CLIENT_ADDRESS_UNKNOWN._value.get() - unknown_before == 6
+    one_account = [post(client, "/login", {"email": "ada@example.com", "password": "whatever1"}, **chain).status_code for _ in range(3)]
+    assert one_account == [401, 401, 429]
+
+
 def test_login_still_works_when_redis_is_down(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     from ops.devstack import free_port
     from shared import context
