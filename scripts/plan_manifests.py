@@ -9,7 +9,7 @@ figures in git, not whatever ``make bench`` last wrote on this machine. What it
 owns in each of auth, stock and order: the autoscaling metric, target,
 min-scale, initial-scale, max-scale, target-burst-capacity and
 panic-threshold-percentage annotations,
-containerConcurrency, and the probes' period, timeout and failure threshold; in
+containerConcurrency, timeoutSeconds, and the probes' period, timeout and failure threshold; in
 events, which the benchmark does not measure, the probes, sized as order's (it
 does less than an order against the same stores). Values are replaced in place,
 so comments and layout stay as they are.
@@ -56,6 +56,7 @@ def planned(fn: FunctionPlan) -> dict[str, Any]:
         if notes.panic_threshold_percentage is None
         else str(notes.panic_threshold_percentage),
         "containerConcurrency": notes.container_concurrency,
+        "timeoutSeconds": fn.timeout_seconds,
         "readinessProbe": _probe(fn.probes.readiness),
         "livenessProbe": _probe(fn.probes.liveness),
     }
@@ -81,6 +82,7 @@ def deployed(path: Path) -> dict[str, Any]:
     (container,) = template["spec"]["containers"]
     values: dict[str, Any] = {key: annotations.get(key) for key in planned_keys() if key.startswith(ANNOTATION)}
     values["containerConcurrency"] = template["spec"].get("containerConcurrency")
+    values["timeoutSeconds"] = template["spec"].get("timeoutSeconds")
     for probe in ("readinessProbe", "livenessProbe"):
         values[probe] = {field: container.get(probe, {}).get(field) for field in PROBE_FIELDS}
     return values
@@ -97,7 +99,7 @@ def planned_keys() -> tuple[str, ...]:
         "target-burst-capacity",
         "panic-threshold-percentage",
     )
-    return (*(ANNOTATION + s for s in suffixes), "containerConcurrency", "readinessProbe", "livenessProbe")
+    return (*(ANNOTATION + s for s in suffixes), "containerConcurrency", "timeoutSeconds", "readinessProbe", "livenessProbe")
 
 
 def differences(plan: Plan, knative: Path) -> list[str]:
@@ -119,6 +121,9 @@ def rewrite(text: str, want: dict[str, Any]) -> str:
             # Annotation values are strings: a number is quoted so that YAML keeps it one.
             text = f'"{value}"' if re.fullmatch(r"-?[0-9.]+", str(value)) else str(value)
             lines = _set_scalar(lines, re.escape(key), text, key)
+        elif key == "timeoutSeconds":
+            # The Service's spec.timeoutSeconds; a probe's own timeoutSeconds sits deeper, in its block.
+            lines = _set_scalar(lines, "timeoutSeconds", str(value), key, indent=6)
         elif key == "containerConcurrency":
             present = any(re.match(r"^\s*containerConcurrency:", line) for line in lines)
             if present != (value is not None):
@@ -130,8 +135,9 @@ def rewrite(text: str, want: dict[str, Any]) -> str:
     return "".join(lines)
 
 
-def _set_scalar(lines: list[str], key_pattern: str, value: str, name: str) -> list[str]:
-    pattern = re.compile(rf"^(\s*{key_pattern}:\s*)(\"[^\"]*\"|'[^']*'|[^\s#]+)(.*)$", re.S)
+def _set_scalar(lines: list[str], key_pattern: str, value: str, name: str, indent: int | None = None) -> list[str]:
+    space = r"\s*" if indent is None else rf" {{{indent}}}"
+    pattern = re.compile(rf"^({space}{key_pattern}:\s*)(\"[^\"]*\"|'[^']*'|[^\s#]+)(.*)$", re.S)
     hits = [i for i, line in enumerate(lines) if pattern.match(line)]
     if len(hits) != 1:
         raise ValueError(f"{name}: expected one line to set, found {len(hits)}")

@@ -20,8 +20,9 @@ Knative Serving's own rules, shown line by line so a reader can check it
 - The crowd cannot wait for pods: a pod takes seconds to start and the sale's
   crowd lasts seconds, so ``min-scale`` and ``initial-scale`` carry the whole
   crowd; ``max-scale`` leaves room for a crowd twice the plan.
-- Probes time out only past the slowest answer the benchmark saw, so a pod that
-  is busy is never taken for a broken one.
+- Probes time out only past twice the slowest answer the benchmark saw, so a pod
+  that is busy is never taken for a broken one; timeoutSeconds covers the probes'
+  timeouts and queue-proxy's 30 s drain (it is also the pod's termination grace).
 - Only about ``stock`` buyers reach the database; every Buy pressed before the
   sale sells out reaches the Redis gate, one key on one Redis thread. Past what
   that key answers, the gate has to be split (see :func:`gate_split_advice`).
@@ -37,6 +38,7 @@ from ops.plan.arithmetic import (
     plan_order,
     plan_redis,
     plan_stock,
+    planned_timeout,
     pods_for,
     probes_for,
     scale_bounds,
@@ -64,6 +66,8 @@ from ops.plan.model import (
     MONGO_POOL_PER_PROCESS,
     PANIC_THRESHOLD_BOUNDS,
     PROBE_FAILURE_THRESHOLD,
+    PROBE_MARGIN,
+    QUEUE_PROXY_DRAIN_SECONDS,
     READINESS_PERIOD_SECONDS,
     REDIS_MAXCLIENTS,
     REDIS_POOL_PER_PROCESS,
@@ -106,6 +110,8 @@ __all__ = [
     "READINESS_PERIOD_SECONDS",
     "LIVENESS_PERIOD_SECONDS",
     "PROBE_FAILURE_THRESHOLD",
+    "PROBE_MARGIN",
+    "QUEUE_PROXY_DRAIN_SECONDS",
     "DEPLOYED",
     "REDIS_POOL_PER_PROCESS",
     "REDIS_MAXCLIENTS",
@@ -125,6 +131,7 @@ __all__ = [
     "scale_bounds",
     "panic_threshold_for",
     "probes_for",
+    "planned_timeout",
     "plan_auth",
     "plan_order",
     "plan_stock",

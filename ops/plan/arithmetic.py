@@ -17,6 +17,8 @@ from ops.plan.model import (
     MONGO_POOL_PER_PROCESS,
     PANIC_THRESHOLD_BOUNDS,
     PROBE_FAILURE_THRESHOLD,
+    PROBE_MARGIN,
+    QUEUE_PROXY_DRAIN_SECONDS,
     READINESS_PERIOD_SECONDS,
     REDIS_MAXCLIENTS,
     REDIS_POOL_PER_PROCESS,
@@ -59,12 +61,22 @@ def panic_threshold_for(utilization_percent: int) -> int:
 
 
 def probes_for(worst_ms: float) -> Probes:
-    """A probe answered as slowly as the slowest answer the benchmark saw still passes."""
-    timeout = max(1, math.ceil(worst_ms / 1000 - 1e-9))
+    """A probe answered twice as slowly as the slowest answer the benchmark saw still passes."""
+    timeout = max(1, math.ceil(PROBE_MARGIN * worst_ms / 1000 - 1e-9))
     return Probes(
         readiness=Probe(READINESS_PERIOD_SECONDS, timeout, PROBE_FAILURE_THRESHOLD),
         liveness=Probe(LIVENESS_PERIOD_SECONDS, timeout, PROBE_FAILURE_THRESHOLD),
     )
+
+
+def planned_timeout(function: str, probes: Probes) -> int:
+    """timeoutSeconds: the function's own limit, raised to its probes' timeouts and to queue-proxy's drain.
+
+    A probe that waits longer than a request may take would call a pod healthy while its answers
+    time out; a termination grace (Knative's = timeoutSeconds) shorter than the drain kills the
+    pod while queue-proxy still hands it requests.
+    """
+    return max(TIMEOUT_SECONDS[function], probes.readiness.timeout_seconds, probes.liveness.timeout_seconds, QUEUE_PROXY_DRAIN_SECONDS)
 
 
 def plan_auth(scenario: Scenario, figures: Figures) -> FunctionPlan:
@@ -82,6 +94,7 @@ def plan_auth(scenario: Scenario, figures: Figures) -> FunctionPlan:
         METRIC["auth"], concurrency, scenario.utilization_percent, low, initial, high, TARGET_BURST_CAPACITY["auth"], concurrency
     )
     probes = probes_for(figures.auth_max_ms)
+    timeout = planned_timeout("auth", probes)
     return FunctionPlan(
         function="auth",
         demand_per_s=logins,
@@ -92,6 +105,7 @@ def plan_auth(scenario: Scenario, figures: Figures) -> FunctionPlan:
         pods=pods,
         annotations=notes,
         probes=probes,
+        timeout_seconds=timeout,
         arithmetic=(
             f"logins: {scenario.buyers:,} buyers / {_n(scenario.login_window_seconds)} s login window = {logins:,.1f}/s",
             f"containerConcurrency = target = {WORKERS['auth']} worker x {THREADS['auth']} hashing threads = {concurrency}"
@@ -103,7 +117,7 @@ def plan_auth(scenario: Scenario, figures: Figures) -> FunctionPlan:
             f"check by throughput: {logins:,.1f}/s / ({CPUS['auth']} CPUs x {figures.auth_logins_per_s_per_cpu:g} logins/s per CPU"
             f" x {u:.2f}) = {by_throughput:,.2f}; the larger counts",
             *_bounds_lines("auth", exact, pods, high),
-            *_probe_lines(figures.auth_max_ms, probes),
+            *_probe_lines("auth", figures.auth_max_ms, probes, timeout),
         ),
     )
 
@@ -159,6 +173,7 @@ def _plan_by_rate(
         METRIC[function], target, scenario.utilization_percent, low, initial, high, TARGET_BURST_CAPACITY[function], None, panic
     )
     probes = probes_for(worst_ms)
+    timeout = planned_timeout(function, probes)
     return FunctionPlan(
         function=function,
         demand_per_s=rate,
@@ -169,6 +184,7 @@ def _plan_by_rate(
         pods=pods,
         annotations=notes,
         probes=probes,
+        timeout_seconds=timeout,
         arithmetic=(
             demand_line,
             f"metric rps, target = what one pod answers: {rate_line} = {per_pod:,.1f} -> {target:,}",
@@ -181,7 +197,7 @@ def _plan_by_rate(
             f" = {in_flight:,.1f}, {in_flight / pods:,.2f} a pod: too few to steer on, so not concurrency",
             f"no containerConcurrency, target-burst-capacity {TARGET_BURST_CAPACITY[function]}: the ingress sends"
             " straight to the pods (the activator would forward at once anyway)",
-            *_probe_lines(worst_ms, probes),
+            *_probe_lines(function, worst_ms, probes, timeout),
             tail,
         ),
     )
@@ -195,11 +211,15 @@ def _bounds_lines(function: str, exact: float, pods: int, high: int) -> tuple[st
     )
 
 
-def _probe_lines(worst_ms: float, probes: Probes) -> tuple[str, ...]:
+def _probe_lines(function: str, worst_ms: float, probes: Probes, timeout: int) -> tuple[str, ...]:
     r, live = probes.readiness, probes.liveness
     return (
-        f"probes: timeout {r.timeout_seconds} s = the slowest answer in the benchmark ({worst_ms:,.0f} ms), rounded up;"
-        f" readiness every {r.period_seconds} s, liveness every {live.period_seconds} s, {r.failure_threshold} failures in a row",
+        f"probes: timeout {r.timeout_seconds} s = {PROBE_MARGIN} x the slowest answer in the benchmark ({worst_ms:,.0f} ms),"
+        f" rounded up; readiness every {r.period_seconds} s, liveness every {live.period_seconds} s,"
+        f" {r.failure_threshold} failures in a row",
+        f"timeoutSeconds {timeout} = the largest of its own limit ({TIMEOUT_SECONDS[function]} s), the probes' timeout"
+        f" ({r.timeout_seconds} s) and queue-proxy's drain ({QUEUE_PROXY_DRAIN_SECONDS} s): Knative makes it the pod's"
+        " termination grace too",
     )
 
 
@@ -283,7 +303,7 @@ def findings_for(scenario: Scenario, functions: dict[str, FunctionPlan], redis: 
                 " raise maxclients (and the file limit), shrink the pool, or split the gate across Redis instances",
             )
         )
-    order_timeout = TIMEOUT_SECONDS["order"]
+    order_timeout = functions["order"].timeout_seconds
     if database.confirm_seconds > order_timeout:
         found.append(
             Finding(

@@ -13,6 +13,9 @@ from shared.settings import Settings
 CPUS = {"auth": 2, "stock": 1, "order": 1}
 WORKERS = {"auth": 1, "stock": 1, "order": 1}
 THREADS = {"auth": 2, "stock": 1, "order": 1}  # auth: one worker, two hashing threads (python -m bench.auth_layout)
+# The longest an answer is still worth waiting for: a stock read older than 10 s is useless; an
+# order or a login a buyer has waited 30 s for has been retried already. The plan raises a
+# Service's timeoutSeconds above this where its probes or its drain need more (planned_timeout).
 TIMEOUT_SECONDS = {"auth": 30, "stock": 10, "order": 30}
 # How each function scales, and why (docs/capacity.md): order and stock answer from memory and
 # Redis in milliseconds, so the requests they hold at the planned load are a fraction of one per
@@ -40,6 +43,17 @@ TARGET_BURST_CAPACITY = {"auth": -1, "stock": 0, "order": 0}
 READINESS_PERIOD_SECONDS = 1
 LIVENESS_PERIOD_SECONDS = 10
 PROBE_FAILURE_THRESHOLD = 3
+# A probe times out only after twice the slowest answer the benchmark saw: the same busy worker
+# answers /healthz and /readyz behind the requests it holds, and a crowd a little past the
+# measured one must not turn into a restart in the middle of the sale.
+PROBE_MARGIN = 2
+# queue-proxy, told to stop, keeps serving for 30 s so that the ingress and the activator learn the
+# pod is gone (knative/serving pkg/queue/sharedmain/main.go, drainSleepDuration); the user container
+# waits for it (its preStop hook). Knative sets the pod's terminationGracePeriodSeconds to the
+# revision's timeoutSeconds (pkg/reconciler/revision/resources/deploy.go, BuildPodSpec) and refuses
+# the field in a Service's template (pkg/apis/serving/fieldmask.go, PodSpecMask): timeoutSeconds
+# is the only way to give a pod the grace its drain needs.
+QUEUE_PROXY_DRAIN_SECONDS = 30
 
 # The settings the pods run with: the code's defaults, which knative/config.yaml keeps
 # (a unit test checks): the Redis timeout past which a gate answer trips the breaker, the
@@ -119,6 +133,9 @@ class FunctionPlan:
     pods: int
     annotations: Annotations
     probes: Probes
+    # spec.timeoutSeconds: how long a request may take, and the pod's termination grace (Knative sets
+    # one from the other); at least every probe's timeout and queue-proxy's drain.
+    timeout_seconds: int
     arithmetic: tuple[str, ...]
 
 

@@ -33,6 +33,7 @@ def render_plan(plan: Plan) -> str:
         lines += [f"  {line}" for line in fn.arithmetic]
         lines.append(f"  annotations: {_annotation_text(fn.annotations)}")
         lines.append(f"  probes: {_probe_text(fn.probes)}")
+        lines.append(f"  timeoutSeconds: {fn.timeout_seconds} (also the pod's termination grace)")
         lines.append("")
     auth = plan.functions["auth"]
     lines += [

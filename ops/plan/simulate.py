@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ops.autoscale_sim import Autoscaler, Crowd, Pods, SimResult, simulate
-from ops.plan.model import TIMEOUT_SECONDS, Plan
+from ops.plan.model import Plan
 
 
 def simulate_function(
@@ -39,7 +39,7 @@ def simulate_function(
         capacity_rps=fn.per_pod_per_s,
         service_seconds=fn.seconds_inside,
         start_seconds=start_seconds,
-        timeout_seconds=TIMEOUT_SECONDS[function],
+        timeout_seconds=fn.timeout_seconds,
     )
     duration = seconds if seconds is not None else min(window, 60.0) + 20.0
     return simulate(Crowd(rate=fn.demand_per_s * crowd_factor, seconds=window), pods, scaler, seconds=duration)
