@@ -16,14 +16,14 @@ does, under one deadline for the whole body, however it trickles in:
 - with threads, a per-process :class:`Deadlines` thread that shuts the read
   side of an overdue socket, so the blocked ``recv`` returns at once.
 
-The body then waits in memory for the app (at most MAX_BODY_BYTES: larger
-declared lengths are left alone, and every route refuses them with 413 before
-reading a byte; gunicorn's own drain of an unread body is bounded by its
-timeouts). An overdue body is answered ``408 request_timeout`` problem+json,
-gunicorn is asked to close the connection after it (``Connection: close``),
-and the close lingers a moment reading what the client still sends, so that
-the answer is not lost to a TCP reset. A chunked body longer than
-MAX_BODY_BYTES is ``413`` the same way.
+The body then waits in memory for the app (at most MAX_BODY_BYTES). An
+overdue body is answered ``408 request_timeout`` problem+json, gunicorn is
+asked to close the connection after it (``Connection: close``), and the close
+lingers a moment reading what the client still sends, so that the answer is
+not lost to a TCP reset. A body longer than MAX_BODY_BYTES is ``413`` the same
+way: a declared length over the limit before a byte of it is read (handed to
+the app, it was read later with no deadline: functions-framework reads every
+body after the request), a chunked body once it passes the limit.
 """
 
 from __future__ import annotations
@@ -68,20 +68,25 @@ def guard(app: WSGIApplication, settings: Settings, function: str) -> WSGIApplic
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         length = environ.get("CONTENT_LENGTH") or ""
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if not chunked and (not length.isdigit() or int(length) == 0 or int(length) > max_bytes):
-            return app(environ, start_response)  # no body, or one the routes refuse unread (413)
+        if not chunked and (not length.isdigit() or int(length) == 0):
+            return app(environ, start_response)  # no body
         started = time.monotonic()
         sock = environ.get("gunicorn.socket")
-        wanted = max_bytes + 1 if chunked else int(length)
-        try:
-            body = read_within(environ["wsgi.input"], wanted, started + seconds, sock, under_gevent=under_gevent)
-        except Overdue:
-            error: FlashsaleError = RequestTimeout(f"the request body must arrive within {seconds:g} seconds of its headers")
+        too_large = PayloadTooLarge(f"the body may be at most {max_bytes} bytes")
+        error: FlashsaleError
+        if not chunked and int(length) > max_bytes:
+            error = too_large  # refused before a byte is read: read later, it would have no deadline
         else:
-            if not (chunked and len(body) > max_bytes):
-                environ["wsgi.input"] = io.BytesIO(body)
-                return app(environ, start_response)
-            error = PayloadTooLarge(f"the body may be at most {max_bytes} bytes")
+            wanted = max_bytes + 1 if chunked else int(length)
+            try:
+                body = read_within(environ["wsgi.input"], wanted, started + seconds, sock, under_gevent=under_gevent)
+            except Overdue:
+                error = RequestTimeout(f"the request body must arrive within {seconds:g} seconds of its headers")
+            else:
+                if not (chunked and len(body) > max_bytes):
+                    environ["wsgi.input"] = io.BytesIO(body)
+                    return app(environ, start_response)
+                error = too_large
         elapsed = time.monotonic() - started
         if count is not None:
             count(environ.get("REQUEST_METHOD", ""), "other", error.status, elapsed)

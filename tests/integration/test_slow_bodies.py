@@ -63,9 +63,9 @@ def read_answer(sock: socket.socket, since: float) -> Answer:
     return Answer(int(status_line.split()[1]), headers, body, closed_after)
 
 
-@pytest.mark.parametrize("function", list(PATHS))
-def test_a_trickled_body_is_cut_off_with_408_and_the_connection_closed(served: Stack, function: str) -> None:
-    sock, since = head(function, served, 16000)
+def trickled(function: str, stack: Stack, length: int) -> Answer:
+    """The answer to a body declared ``length`` bytes long and sent a byte a second, for longer than any bound."""
+    sock, since = head(function, stack, length)
     stop = threading.Event()
 
     def trickle() -> None:  # one byte a second, for longer than any bound
@@ -78,11 +78,16 @@ def test_a_trickled_body_is_cut_off_with_408_and_the_connection_closed(served: S
     sender = threading.Thread(target=trickle, daemon=True)
     sender.start()
     try:
-        answer = read_answer(sock, since)
+        return read_answer(sock, since)
     finally:
         stop.set()
         sender.join(5)
         sock.close()
+
+
+@pytest.mark.parametrize("function", list(PATHS))
+def test_a_trickled_body_is_cut_off_with_408_and_the_connection_closed(served: Stack, function: str) -> None:
+    answer = trickled(function, served, 16000)
     assert answer.status == 408, answer
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert json.loads(answer.body)["code"] == "request_timeout"
@@ -116,3 +121,15 @@ def test_a_chunked_body_over_the_limit_is_413(served: Stack) -> None:
     finally:
         sock.close()
     assert answer.status == 413 and json.loads(answer.body)["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("function", list(PATHS))
+@pytest.mark.parametrize("length", [16385, 50_000_000])  # MAX_BODY_BYTES + 1, and far above
+def test_a_body_declared_over_the_limit_is_413_before_a_byte_is_read(served: Stack, function: str, length: int) -> None:
+    # Bug caught: a declared length over MAX_BODY_BYTES passed to the app unread, and functions-framework then read it
+    # with no deadline: a trickle a byte over the limit held the connection open for good (still open after 10 s).
+    answer = trickled(function, served, length)
+    assert answer.status == 413, answer
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert json.loads(answer.body)["code"] == "payload_too_large"
+    assert answer.headers.get("connection") == "close"
