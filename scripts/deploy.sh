@@ -8,8 +8,9 @@
 # TAG (default latest) picks the images scripts/images.sh pushed. The kn flags are read
 # from knative/*.yaml, so the manifests stay the one place the numbers live.
 # Before applying anything it checks that the cluster runs Knative Serving and Eventing
-# at least MIN_SERVING and MIN_EVENTING (docs/deploy.md says why); KNATIVE_VERSION_CHECK=0
-# skips that.
+# at least MIN_SERVING and MIN_EVENTING (docs/deploy.md says why; KNATIVE_VERSION_CHECK=0
+# skips that), and that Kourier, when it is the ingress, passes the client's address
+# (KOURIER_CHECK=0 skips that).
 source "$(dirname "$0")/common.sh"
 MODE=${MODE:-kn}
 PYTHON=${PYTHON:-python3}
@@ -19,6 +20,9 @@ MIN_SERVING=1.13
 MIN_EVENTING=1.13
 KNATIVE_VERSION_CHECK=${KNATIVE_VERSION_CHECK:-1}
 SINK_WAIT=${SINK_WAIT:-180s}
+KOURIER_CHECK=${KOURIER_CHECK:-1}
+KOURIER_CLASS=kourier.ingress.networking.knative.dev
+KOURIER_FIX="kubectl patch configmap/config-kourier -n knative-serving --type merge -p '{\"data\":{\"use-remote-address\":\"true\"}}'"
 require_registry deploy.sh "where scripts/images.sh pushed the images"
 
 if ! "$PYTHON" -c 'import yaml' 2>/dev/null; then
@@ -75,6 +79,50 @@ if [[ $KNATIVE_VERSION_CHECK == 1 ]]; then
   else
     require_version Serving knative-serving knativeservings.operator.knative.dev "$MIN_SERVING"
     require_version Eventing knative-eventing knativeeventings.operator.knative.dev "$MIN_EVENTING"
+  fi
+fi
+
+# auth's TRUSTED_PROXIES (knative/config.yaml) counts three X-Forwarded-For entries: the client's,
+# appended by the ingress gateway, then the gateway's and the activator's. Kourier's Envoy appends
+# the client's only with use-remote-address: "true" in config-kourier, which net-kourier reads from
+# its controller's namespace, knative-serving (net-kourier pkg/reconciler/ingress/config/kourier.go;
+# default false, config/200-config.yaml). Stops the deploy when Kourier is the ingress and the key
+# is not true; warns and goes on when the ingress is another or the ConfigMaps cannot be read.
+require_kourier_client_address() {
+  local class remote
+  class=$(kubectl get configmap config-network -n knative-serving -o 'go-template={{with .data}}{{or (index . "ingress-class") (index . "ingress.class") ""}}{{end}}' 2>/dev/null) || class=""
+  if [[ -z $class ]]; then
+    echo "deploy.sh: cannot read the ingress class (configmap config-network, namespace knative-serving);" \
+      "check that auth sees TRUSTED_PROXIES X-Forwarded-For entries (docs/deploy.md, \"The client address\")" >&2
+    return 0
+  fi
+  if [[ $class != "$KOURIER_CLASS" ]]; then
+    echo "deploy.sh: the ingress is $class, not Kourier: count the X-Forwarded-For entries auth sees and set" \
+      "TRUSTED_PROXIES in knative/config.yaml to it (docs/deploy.md, \"The client address\")" >&2
+    return 0
+  fi
+  if ! remote=$(kubectl get configmap config-kourier -n knative-serving -o 'go-template={{with .data}}{{or (index . "use-remote-address") ""}}{{end}}' 2>/dev/null); then
+    echo "deploy.sh: cannot read configmap config-kourier (namespace knative-serving); make sure use-remote-address is \"true\" there" >&2
+    return 0
+  fi
+  case $remote in
+    1 | t | T | true | TRUE | True) echo "Kourier appends the client's address (use-remote-address: $remote)" >&2 ;;
+    *)
+      echo "deploy.sh: Kourier's use-remote-address is '${remote:-unset, so false}' (configmap config-kourier, namespace knative-serving):" \
+        "its gateway does not append the client's address to X-Forwarded-For, so auth (TRUSTED_PROXIES 3) cannot tell callers apart" \
+        "and the per-address login limit does not hold. Fix it with:" >&2
+      echo "  $KOURIER_FIX" >&2
+      echo "or set KOURIER_CHECK=0 to deploy anyway (docs/deploy.md, \"The client address\")" >&2
+      exit 1
+      ;;
+  esac
+}
+
+if [[ $KOURIER_CHECK == 1 ]]; then
+  if [[ $DRY_RUN == 1 ]]; then
+    echo "# checks next: with Kourier as the ingress, use-remote-address is \"true\" in configmap config-kourier (namespace knative-serving), or: $KOURIER_FIX"
+  else
+    require_kourier_client_address
   fi
 fi
 
