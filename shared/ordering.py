@@ -238,6 +238,12 @@ class OrderDesk:
         if placed.replayed:
             self._gate(lambda e: self.gate.release(sku, user_id, quantity, e), epoch)
         else:
+            if epoch is None:
+                # The database sold without the gate (Redis down, a cold gate): no admission ended
+                # the memo, so this sale does, or a restock, a cancellation or a heal goes on hearing
+                # "sold out" while units are left. An admission already ended it: a winner whose batch
+                # lands after the sell-out must not make the losers load the holders again.
+                self.memos.forget(sku)
             self.emitter.emit(order_placed_event(placed.order, sale.total))
         return placed
 
