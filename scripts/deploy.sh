@@ -10,7 +10,8 @@
 # Before applying anything it checks that the cluster runs Knative Serving and Eventing
 # at least MIN_SERVING and MIN_EVENTING (docs/deploy.md says why; KNATIVE_VERSION_CHECK=0
 # skips that), and that Kourier, when it is the ingress, passes the client's address
-# (KOURIER_CHECK=0 skips that).
+# (KOURIER_CHECK=0 skips that). It also stops when knative/*.yaml differ from the plan of the
+# reference figures, or a newer local `make bench` plans them differently (PLAN_CHECK=0 skips).
 source "$(dirname "$0")/common.sh"
 MODE=${MODE:-kn}
 PYTHON=${PYTHON:-python3}
@@ -124,6 +125,14 @@ if [[ $KOURIER_CHECK == 1 ]]; then
   else
     require_kourier_client_address
   fi
+fi
+
+# knative/*.yaml must carry the plan of the reference figures they were made from, and no newer
+# `make bench` on this machine may plan them differently (scripts/plan_manifests.py --deploy-check
+# says which); local, so it runs in a dry run too. PLAN_CHECK=0 deploys anyway.
+if [[ ${PLAN_CHECK:-1} == 1 ]] && ! "$PYTHON" scripts/plan_manifests.py --deploy-check; then
+  echo "deploy.sh: stopped before applying anything; PLAN_CHECK=0 deploys the manifests as they are" >&2
+  exit 1
 fi
 
 # Prints, NUL-separated, the `kn service apply` arguments equivalent to one knative/<fn>.yaml.

@@ -28,7 +28,17 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ops.plan import REFERENCE_FIGURES, FunctionPlan, Plan, Probe, Scenario, load_figures, make_plan  # noqa: E402
+from ops.plan import (  # noqa: E402
+    LATEST_FIGURES,
+    REFERENCE_FIGURES,
+    FunctionPlan,
+    Plan,
+    Probe,
+    Scenario,
+    default_figures,
+    load_figures,
+    make_plan,
+)
 
 BUYERS, STOCK = 10_000, 1_000  # the mission's crowd: 10,000 buyers in one second for 1,000 units
 FUNCTIONS = ("auth", "stock", "order")
@@ -167,12 +177,54 @@ def _set_probe(lines: list[str], probe: str, fields: dict[str, int]) -> list[str
     return lines[: start + 1] + block + lines[end:]
 
 
+def deploy_check(knative: Path, reference: Path = REFERENCE_FIGURES, latest: Path = LATEST_FIGURES) -> list[str]:
+    """Why ``make deploy`` should not apply knative/ as it is: empty when it may.
+
+    The manifests must carry the plan of the reference figures they were made from; and a
+    ``make bench`` on this machine newer than those figures (what ``flashsale plan`` reads
+    by default) must not plan them differently, or the operator would deploy one plan
+    while ``flashsale plan`` shows another.
+    """
+    plan = mission_plan(reference)
+    found = differences(plan, knative)
+    if found:
+        return [
+            f"knative/*.yaml differ from the plan of {plan.figures.path} (measured {plan.figures.measured_at}):",
+            *(f"  {line}" for line in found),
+            "  carry the plan into them: .venv/bin/python scripts/plan_manifests.py",
+        ]
+    if default_figures(reference, latest) != latest:
+        return []
+    newer = mission_plan(latest)
+    moved = differences(newer, knative)
+    if not moved:
+        return []
+    return [
+        f"{newer.figures.path} (measured {newer.figures.measured_at}) is newer than {plan.figures.path}"
+        f" (measured {plan.figures.measured_at}), which knative/*.yaml were planned from, and plans them differently:",
+        *(f"  {line}" for line in moved),
+        "  publish it first (scripts/reference_figures.py bench/results/<run>, then scripts/plan_manifests.py),"
+        " or move it aside to deploy the reference plan",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a manifest differs from the plan")
     parser.add_argument("--figures", type=Path, default=REFERENCE_FIGURES, help="figures to plan from (bench/reference/figures.json)")
     parser.add_argument("--knative", type=Path, default=ROOT / "knative", help="the manifests' folder (knative/)")
+    parser.add_argument(
+        "--deploy-check",
+        action="store_true",
+        help="what make deploy runs: exit 1 if the manifests differ from the reference plan, or a newer"
+        " bench/results/latest.json plans them differently",
+    )
     args = parser.parse_args(argv)
+    if args.deploy_check:
+        problems = deploy_check(args.knative, args.figures)
+        for line in problems:
+            print(line, file=sys.stderr)
+        return 1 if problems else 0
     plan = mission_plan(args.figures)
     found = differences(plan, args.knative)
     if args.check or not found:

@@ -67,6 +67,8 @@ class Figures:
     database_orders_per_s: float
     database_key_lookups_per_s: float | None = None
     source: str = "flags"
+    path: str | None = None  # the figures file, as shown (relative to the repository when inside it); None: flags alone
+    measured_at: str | None = None  # the file's measured_at
 
 
 def default_figures(reference: Path | None = None, latest: Path | None = None) -> Path:
@@ -102,6 +104,7 @@ def load_figures(path: Path | None, overrides: dict[str, float]) -> Figures:
     """
     measured: dict[str, Any] = {}
     source = "flags"
+    shown: str | None = None
     problem = ""
     if path is not None and path.exists():
         try:
@@ -110,7 +113,8 @@ def load_figures(path: Path | None, overrides: dict[str, float]) -> Figures:
             raise FiguresMissing(f"cannot read {path}: {exc}") from exc
         if not isinstance(measured, dict):
             raise FiguresMissing(f"{path} is not a JSON object")
-        source = f"{_shown(path)} ({_provenance(measured)})"
+        shown = _shown(path)
+        source = f"{shown} ({_provenance(measured)})"
     elif path is not None:
         problem = f"{path} does not exist (run `make bench`)"
 
@@ -134,7 +138,8 @@ def load_figures(path: Path | None, overrides: dict[str, float]) -> Figures:
         raise FiguresMissing(f"{head}:\n" + "\n".join(lines))
     if overrides and source != "flags":
         source += f", overridden by flags: {', '.join(sorted(overrides))}"
-    return Figures(**values, source=source)
+    when = measured.get("measured_at")
+    return Figures(**values, source=source, path=shown, measured_at=when if isinstance(when, str) else None)
 
 
 def _shown(path: Path) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ops.autoscale_sim import SimResult, render
 from ops.plan.arithmetic import _n, make_plan
-from ops.plan.figures import FIGURE_SPECS, FiguresMissing, default_figures, load_figures
+from ops.plan.figures import FIGURE_SPECS, REFERENCE_FIGURES, ROOT, Figures, FiguresMissing, default_figures, load_figures
 from ops.plan.model import DEPLOYED, MONGO_POOL_PER_PROCESS, REDIS_MAXCLIENTS, Annotations, Plan, Probes, Scenario
 from ops.plan.simulate import simulate_function
 
@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     except (FiguresMissing, ValueError) as exc:
         print(f"flashsale plan: {exc}", file=sys.stderr)
         return 2
+    # Which figures decided the plan, on stderr whatever the output: knative/*.yaml are planned from
+    # bench/reference/figures.json, and a newer make bench on this machine gives another plan.
+    print(f"flashsale plan: {figures_note(figures)}", file=sys.stderr)
     sim: SimResult | None = None
     if args.simulate:
         fastest, slowest = args.pod_start_seconds
@@ -182,6 +185,15 @@ def run(args: argparse.Namespace) -> int:
                   f"-{_n(args.pod_start_seconds[1])} s after they are asked for")  # fmt: skip
             print(render(sim))
     return 0
+
+
+def figures_note(figures: Figures) -> str:
+    if figures.path is None:
+        return "figures from flags alone"
+    note = f"figures from {figures.path}, measured {figures.measured_at or 'at an unknown time'}"
+    if (ROOT / figures.path).resolve() != REFERENCE_FIGURES.resolve():
+        note += f" (knative/*.yaml are planned from {REFERENCE_FIGURES.relative_to(ROOT)}; scripts/plan_manifests.py --check compares)"
+    return note
 
 
 def add_plan_command(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -412,6 +412,23 @@ def test_main_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert report["simulation"]["pods_in_time"] is True
 
 
+def test_the_plan_says_which_figures_it_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "latest.json"
+    results.write_text(json.dumps(RESULTS))
+    assert planner.main(["--buyers", "10000", "--stock", "1000", "--figures", str(results), "--json"]) == 0
+    out, err = capsys.readouterr()
+    figures = json.loads(out)["figures"]
+    assert figures["path"] == str(results)
+    assert figures["measured_at"] == "2026-01-01T00:00:00+00:00"
+    assert f"figures from {results}, measured 2026-01-01T00:00:00+00:00" in err
+    assert "knative/*.yaml are planned from bench/reference/figures.json" in err  # another file than the manifests'
+
+    assert planner.main(["--buyers", "10000", "--stock", "1000", "--figures", str(planner.REFERENCE_FIGURES)]) == 0
+    out, err = capsys.readouterr()
+    reference = json.loads(planner.REFERENCE_FIGURES.read_text())["measured_at"]
+    assert err.strip() == f"flashsale plan: figures from bench/reference/figures.json, measured {reference}"
+
+
 def test_main_prints_the_arithmetic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "latest.json"
     results.write_text(json.dumps(RESULTS))
