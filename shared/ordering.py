@@ -138,6 +138,18 @@ class OrderDesk:
             self._observe(sku, "sold_out")
             raise SoldOut()
 
+    def refuse_unverified(self, sku: str) -> None:
+        """Raise SoldOut when this worker knows the sale is sold out; for a token that failed verification.
+
+        Anyone who holds none of a sold-out sale hears "sold out" before the
+        signature check (:meth:`refuse_from_memory`); a token naming a holder
+        reaches the check. Answered 401 there, a forged token would tell
+        whether the user it names holds units: it gets the same "sold out".
+        """
+        if self.memos.peek(sku) is not None:
+            self._observe(sku, "sold_out")
+            raise SoldOut()
+
     def remember_sold_out(self, sale: Sale) -> None:
         """The gate or the database said sold out: load who may hold units, once per worker at a time."""
         if not self.memos.begin_load(sale.sku):

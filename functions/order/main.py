@@ -7,6 +7,7 @@ from werkzeug.wrappers import Request as BareRequest
 
 from shared import validation
 from shared.context import context, function_router
+from shared.errors import Unauthorized
 from shared.http import Ready, json_response, read_json
 from shared.tokens import BearerToken
 
@@ -31,7 +32,11 @@ def order_answer(request: BareRequest) -> Ready:
     """A press of Buy, answered: sold out from memory first, then the signature, then the order desk."""
     ctx = context()
     token, wanted, key = read_order(request)
-    claims = ctx.verifier.verify_token(token)
+    try:
+        claims = ctx.verifier.verify_token(token)
+    except Unauthorized:
+        ctx.orders.refuse_unverified(wanted.sku)  # after a sell-out, what anyone who holds none hears
+        raise
     placed = ctx.orders.place(claims.subject, wanted.sku, wanted.quantity, key)
     headers = {"Cache-Control": "no-store"}
     if placed.replayed:
