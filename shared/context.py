@@ -89,8 +89,9 @@ class Context:
         batcher = OrderBatcher(self.store, max_wait_s=s.order_batch_wait_ms / 1000, max_size=s.order_batch_max)
         desk = OrderDesk(self.store, self.gate, self.stock, self.emitter, sold_out_memo_seconds=s.sold_out_memo_seconds, placer=batcher)
         if self.settings.metrics:
-            # The sale was read (and cached for a second) by the order being counted: as a rule no extra database read.
-            desk.observers.append(metrics.order_observer(lambda sku: desk.sale(sku).total))
+            # The stock as the worker last read it: a confirmed order has just read the sale, and a refusal
+            # from memory must do no I/O at all, not even for a gauge.
+            desk.observers.append(metrics.order_observer(desk.known_total))
             desk.on_store_error.append(metrics.dependency_error("database"))
         return desk
 

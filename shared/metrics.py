@@ -41,7 +41,7 @@ DEPENDENCIES = frozenset({"redis", "database", "sink"})
 # 1 ms to 30 s: a sold-out answer from memory takes about a millisecond; the
 # function's timeout is 30 s.
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
-# How often a sold-out answer reads the sale's stock for flashsale_sale_units: the order desk caches a sale this long.
+# How often a sold-out answer looks at the worker's copy of the sale for flashsale_sale_units (never a database read).
 UNITS_READ_SECONDS = 1.0
 # bcrypt: about 1 ms at cost 4, a quarter second at cost 12, a second at cost 14.
 HASH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
@@ -190,8 +190,8 @@ def http_observer(function: str) -> Callable[[str, str, int, float], None]:
     return observe
 
 
-def order_observer(units_of: Callable[[str], int], skus: SkuLabels | None = None) -> Callable[[str, str], None]:
-    """Counts each order decision. ``units_of(sku)`` gives the sale's stock (a cached read).
+def order_observer(units_of: Callable[[str], int | None], skus: SkuLabels | None = None) -> Callable[[str, str], None]:
+    """Counts each order decision. ``units_of(sku)`` gives the sale's stock from memory (None: not known), never by I/O.
 
     ``unknown_sku`` is not counted: there is no sale to put it under, and the
     404 already shows in ``flashsale_http_requests_total``.
@@ -212,15 +212,15 @@ def order_observer(units_of: Callable[[str], int], skus: SkuLabels | None = None
         if outcome not in {"confirmed", "sold_out"} or sku_label == OTHER:
             return
         now = time.monotonic()
-        # After a sell-out every loser's press is a "sold_out": the sale's stock is read for the gauge
-        # at most once a UNITS_READ_SECONDS then, as often as it could change (the sale is cached that long).
+        # After a sell-out every loser's press is a "sold_out": the gauge is looked at once a
+        # UNITS_READ_SECONDS then, as often as the worker's copy of the sale can change.
         if outcome == "sold_out" and now - units_read_at.get(sku_label, -UNITS_READ_SECONDS) < UNITS_READ_SECONDS:
             return
         units_read_at[sku_label] = now
         # The answer is already decided: a failed read for a gauge must not change it.
         with contextlib.suppress(Exception):
             units = units_of(sku)
-            if units_set.get(sku_label) != units:  # the stock of a sale rarely changes: set it when it does
+            if units is not None and units_set.get(sku_label) != units:  # a sale's stock rarely changes: set it when it does
                 SALE_UNITS.labels(sku_label).set(units)
                 units_set[sku_label] = units
 

@@ -119,6 +119,12 @@ class OrderDesk:
             done.set()
         return self._known(sku, sale)
 
+    def known_total(self, sku: str) -> int | None:
+        """The sale's stock as this worker last read it, lapsed or not; None if it never did. No I/O, for metrics."""
+        cached = self._sales.entries.get(sku)
+        sale = cached[1] if cached is not None else None
+        return sale.total if sale is not None else None
+
     @staticmethod
     def _known(sku: str, sale: Sale | None) -> Sale:
         if sale is None:

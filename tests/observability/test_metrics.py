@@ -279,3 +279,26 @@ def test_sold_out_answers_read_the_sales_stock_at_most_once_a_second(monkeypatch
     assert len(reads) == 3
     assert metrics.REGISTRY.get_sample_value("flashsale_sale_units", {"sku": "gauge-sku"}) == 7
     assert metrics.REGISTRY.get_sample_value("flashsale_orders_total", {"sku": "gauge-sku", "outcome": "sold_out"}) == 2000
+
+
+def test_a_refusal_from_memory_reads_nothing_for_the_gauge(ctx: Context, mint: Mint, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bug caught: a sold_out answered from memory read the sale from the database for flashsale_sale_units once
+    # a second (its cached copy lapsed), a read on the worker's one database thread, queued behind batch writes.
+    monkeypatch.setattr("shared.ordering.SALE_CACHE_SECONDS", 0.0)  # the worker's copy of the sale lapses as it is read
+    ctx.store.create_sale(SKU, 1, 1, None)
+    client = function_client("order")
+    assert buy(client, mint()[1]).status_code == 201
+    assert buy(client, mint()[1]).status_code == 409  # the worker now remembers the sale sold out
+    monkeypatch.setattr("shared.metrics.UNITS_READ_SECONDS", 0.0)  # and the gauge would read at every answer
+    reads: list[str] = []
+    real = ctx.store.get_sale
+
+    def counted_get_sale(sku: str) -> object:
+        reads.append(sku)
+        return real(sku)
+
+    monkeypatch.setattr(ctx.store, "get_sale", counted_get_sale)
+    losers = [mint()[1] for _ in range(5)]
+    answers = [buy(client, token).status_code for token in losers]
+    assert answers == [409] * 5
+    assert reads == []
