@@ -169,27 +169,30 @@ class AccessSampler:
     """Which answers get an access line, and how many answers each line stands for.
 
     A flash sale's routine answers come by the thousand a second: refusals
-    (409) and reads (200 to GET). Formatting and writing a line costs about as
-    much as answering, so one routine answer in ``every`` is logged, per route
-    and status, with ``sampled`` = how many it stands for (itself and the ones
-    skipped since the last line). Errors, 201s and anything slower than
-    ``slow_seconds`` are always logged; the metrics count every answer.
+    (every 4xx: sold out, a missing token, an unknown sku, a rate limit, a bad
+    body) and reads (200 to GET). Formatting and writing a line costs about as
+    much as answering, and a stranger's made-up requests must not write the log
+    one line each, so one routine answer in ``every`` is logged, per route,
+    status and problem code, with ``sampled`` = how many it stands for (itself
+    and the ones skipped since the last line): a line never stands for answers
+    of another code. The service's own errors (5xx), 201s and anything slower
+    than ``slow_seconds`` are always logged; the metrics count every answer.
     """
 
     every: int = 1
     slow_seconds: float = 1.0
-    _since: dict[tuple[str, int], int] = field(default_factory=dict)  # routine answers since the last line
+    _since: dict[tuple[str, int, str | None], int] = field(default_factory=dict)  # routine answers since the last line
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessSampler:
         return cls(every=settings.log_sample_every, slow_seconds=settings.log_slow_ms / 1000)
 
-    def stands_for(self, method: str, route: str, status: int, elapsed: float) -> int:
+    def stands_for(self, method: str, route: str, status: int, code: str | None, elapsed: float) -> int:
         """0: no line for this answer; otherwise the number of answers its line stands for."""
-        routine = status == 409 or (status == 200 and method in {"GET", "HEAD"})
+        routine = 400 <= status < 500 or (status == 200 and method in {"GET", "HEAD"})
         if not routine or self.every <= 1 or elapsed >= self.slow_seconds:
             return 1
-        key = (route, status)  # route patterns and statuses: a bounded set
+        key = (route, status, code)  # route patterns, statuses and problem codes: a bounded set
         since = self._since.get(key)
         if since is None:  # the first of each kind is logged
             self._since[key] = 0
@@ -257,7 +260,7 @@ class Router:
         """The access line (sampled) and the observers (metrics, tracing) of one answer, however it was made."""
         if self.sampler is None:
             self.sampler = AccessSampler.from_settings(get_settings())
-        stands_for = self.sampler.stands_for(method, route, status, elapsed)
+        stands_for = self.sampler.stands_for(method, route, status, code, elapsed)
         if stands_for and log.isEnabledFor(logging.INFO):
             extra: dict[str, Any] = {
                 "function": self.function,

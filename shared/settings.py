@@ -146,8 +146,8 @@ class Settings:
         "LOG_SAMPLE_EVERY",
         100,
         int,
-        "Routine answers (409 refusals, 200 reads) get one access line in this many, carrying the count it stands for;"
-        " errors, 201s and slow answers always get theirs. 1 logs every answer.",
+        "Routine answers (4xx refusals, 200 reads) get one access line in this many per route, status and code, carrying"
+        " the count it stands for; 5xx errors, 201s and slow answers always get theirs. 1 logs every answer.",
     )
     log_slow_ms: float = setting("LOG_SLOW_MS", 1000.0, float, "An answer slower than this always gets its access line.")
     workers: int = setting("WORKERS", 0, int, "gunicorn worker processes; 0 picks the function's default (one per CPU).")
