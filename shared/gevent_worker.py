@@ -40,12 +40,14 @@ from __future__ import annotations
 
 import functools
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
 import gevent
 from gevent.server import StreamServer
+from gevent.socket import wait_read
 from gunicorn import util
 from gunicorn.workers import ggevent
 
@@ -124,9 +126,15 @@ class Worker(ggevent.GeventWorker):  # type: ignore[misc]
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            client.settimeout(min(left, STOPPING_CHECK_SECONDS))  # gunicorn's handle() makes it blocking again
+            wait = min(left, STOPPING_CHECK_SECONDS)
             try:
-                client.recv(1, socket.MSG_PEEK)  # b"" at end of stream: gunicorn's handle() sees it and closes
+                if isinstance(client, ssl.SSLSocket):
+                    # TLS (--certfile): an SSLSocket takes no recv flags, and before gunicorn's handshake
+                    # nothing can be read through it. The first byte is the client's hello, on the socket.
+                    wait_read(client.fileno(), wait, TimeoutError)
+                else:
+                    client.settimeout(wait)  # gunicorn's handle() makes it blocking again
+                    client.recv(1, socket.MSG_PEEK)  # b"" at end of stream: gunicorn's handle() sees it and closes
                 return True
             except TimeoutError:
                 continue

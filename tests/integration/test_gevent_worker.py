@@ -201,3 +201,60 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_a_worker_serving_tls_answers(tmp_path: Path) -> None:
+    # Bug caught: the first-byte peek (recv with MSG_PEEK) raising ValueError on gevent's SSLSocket, which takes
+    # no flags: with --certfile in GUNICORN_CMD_ARGS every connection was closed unanswered.
+    import ssl
+
+    source = tmp_path / "main.py"
+    source.write_text(APP)
+    cert, key = self_signed(tmp_path)
+    env = {"WORKERS": "1", "LOG_LEVEL": "WARNING", "GUNICORN_CMD_ARGS": f"--certfile {cert} --keyfile {key}"}
+    served = ShortDeadlines("tls", "order", source, "app", env)
+    served._ready = lambda: True  # type: ignore[method-assign]  # its readiness is the TLS answer below
+    served.start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+
+        def answered() -> bool:
+            try:
+                with context.wrap_socket(connect(served)) as sock:
+                    sock.sendall(b"GET /tls HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    return answer(sock).startswith(b"HTTP/1.1 200")
+            except ConnectionRefusedError:
+                return False  # not listening yet
+
+        wait_until(answered, 30, "an answer over TLS")
+    finally:
+        served.stop()
