@@ -241,7 +241,7 @@ def test_a_worker_serving_tls_answers(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     env = {"WORKERS": "1", "LOG_LEVEL": "WARNING", "GUNICORN_CMD_ARGS": f"--certfile {cert} --keyfile {key}"}
     served = ShortDeadlines("tls", "order", source, "app", env)
-    served._ready = lambda: True  # type: ignore[method-assign]  # its readiness is the TLS answer below
+    served._ready = lambda: True  # its readiness is the TLS answer below
     served.start()
     try:
         context = ssl.create_default_context(cafile=str(cert))
