@@ -21,6 +21,8 @@ MIN_SERVING=1.13
 MIN_EVENTING=1.13
 KNATIVE_VERSION_CHECK=${KNATIVE_VERSION_CHECK:-1}
 SINK_WAIT=${SINK_WAIT:-180s}
+# One Knative Service per function, and the dead-letter sink, which runs the events image.
+SERVICES=("${FUNCTIONS[@]}" dead-letters)
 KOURIER_CHECK=${KOURIER_CHECK:-1}
 KOURIER_CLASS=kourier.ingress.networking.knative.dev
 KOURIER_FIX="kubectl patch configmap/config-kourier -n knative-serving --type merge -p '{\"data\":{\"use-remote-address\":\"true\"}}'"
@@ -135,14 +137,15 @@ if [[ ${PLAN_CHECK:-1} == 1 ]] && ! "$PYTHON" scripts/plan_manifests.py --deploy
   exit 1
 fi
 
-# Prints, NUL-separated, the `kn service apply` arguments equivalent to one knative/<fn>.yaml.
+# Prints, NUL-separated, the `kn service apply` arguments equivalent to one knative/<service>.yaml,
+# its image in REGISTRY ($2) with TAG ($3).
 kn_args() {
-  "$PYTHON" - "$1" "$2" <<'PY'
+  "$PYTHON" - "$1" "$2" "$3" <<'PY'
 import sys
 
 import yaml
 
-path, image = sys.argv[1], sys.argv[2]
+path, registry, tag = sys.argv[1], sys.argv[2], sys.argv[3]
 with open(path) as f:
     service = yaml.safe_load(f)
 template = service["spec"]["template"]
@@ -151,6 +154,8 @@ spec = template["spec"]
 (container,) = spec["containers"]
 port = container["ports"][0]["containerPort"]
 
+# The image the manifest names (flashsale-dead-letters runs flashsale-events), in the registry.
+image = f"{registry}/{container['image']}:{tag}"
 args = ["kn", "service", "apply", service["metadata"]["name"], "--image", image, "--port", str(port)]
 
 for key, value in service["metadata"].get("labels", {}).items():
@@ -252,10 +257,10 @@ case $MODE in
   kn)
     run kubectl apply -f knative/config.yaml
     apply_eventing_first
-    for fn in "${FUNCTIONS[@]}"; do
+    for fn in "${SERVICES[@]}"; do
       args=()
       while IFS= read -r -d '' arg; do args+=("$arg"); done \
-        < <(kn_args "knative/$fn.yaml" "$REGISTRY/flashsale-$fn:$TAG")
+        < <(kn_args "knative/$fn.yaml" "$REGISTRY" "$TAG")
       if [[ ${#args[@]} -eq 0 ]]; then
         echo "deploy.sh: could not read knative/$fn.yaml" >&2
         exit 1

@@ -6,12 +6,12 @@
 The plan is ``flashsale plan --buyers 10000 --stock 1000`` on the repository's
 reference figures (bench/reference/figures.json), so the manifests follow the
 figures in git, not whatever ``make bench`` last wrote on this machine. What it
-owns in each of auth, stock and order: the autoscaling metric, target,
+owns in each of auth, stock, order and events: the autoscaling metric, target,
 min-scale, initial-scale, max-scale, target-burst-capacity and
-panic-threshold-percentage annotations,
-containerConcurrency, timeoutSeconds, and the probes' period, timeout and failure threshold; in
-events, which the benchmark does not measure, the probes, sized as order's (it
-does less than an order against the same stores). Values are replaced in place,
+panic-threshold-percentage annotations, containerConcurrency, timeoutSeconds,
+and the probes' period, timeout and failure threshold (events' pods come from the
+order.placed burst, its probes from order's figures); in dead-letters, the probes
+and timeoutSeconds of events, whose image it runs. Values are replaced in place,
 so comments and layout stay as they are.
 """
 
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from ops.plan import (  # noqa: E402
     LATEST_FIGURES,
     REFERENCE_FIGURES,
+    EventsPlan,
     FunctionPlan,
     Plan,
     Probe,
@@ -42,7 +43,9 @@ from ops.plan import (  # noqa: E402
 
 BUYERS, STOCK = 10_000, 1_000  # the mission's crowd: 10,000 buyers in one second for 1,000 units
 FUNCTIONS = ("auth", "stock", "order")
-PROBES_AS = {"events": "order"}  # a function the plan does not size gets the probes of the one named
+# A Service the plan does not size gets the probes and timeoutSeconds of the one named: the dead-letter
+# sink runs the events image.
+PROBES_AS = {"dead-letters": "events"}
 ANNOTATION = "autoscaling.knative.dev/"
 PROBE_FIELDS = {"periodSeconds": "period_seconds", "timeoutSeconds": "timeout_seconds", "failureThreshold": "failure_threshold"}
 
@@ -51,7 +54,7 @@ def mission_plan(figures: Path = REFERENCE_FIGURES) -> Plan:
     return make_plan(Scenario(buyers=BUYERS, stock=STOCK), load_figures(figures, {}))
 
 
-def planned(fn: FunctionPlan) -> dict[str, Any]:
+def planned(fn: FunctionPlan | EventsPlan) -> dict[str, Any]:
     """What the manifest of ``fn`` must say, keyed as :func:`deployed` reads it."""
     notes = fn.annotations
     return {
@@ -75,8 +78,9 @@ def planned(fn: FunctionPlan) -> dict[str, Any]:
 def wanted(plan: Plan) -> dict[str, dict[str, Any]]:
     """For each manifest (by function), what it must say."""
     manifests = {function: planned(plan.functions[function]) for function in FUNCTIONS}
+    manifests["events"] = planned(plan.events)
     for function, like in PROBES_AS.items():
-        manifests[function] = {key: value for key, value in manifests[like].items() if key.endswith("Probe")}
+        manifests[function] = {key: value for key, value in manifests[like].items() if key.endswith("Probe") or key == "timeoutSeconds"}
     return manifests
 
 

@@ -19,6 +19,7 @@ from ops.plan.model import (
     PROBE_FAILURE_THRESHOLD,
     PROBE_MARGIN,
     QUEUE_PROXY_DRAIN_SECONDS,
+    QUEUE_PROXY_QUEUE_PER_SLOT,
     READINESS_PERIOD_SECONDS,
     REDIS_MAXCLIENTS,
     REDIS_POOL_PER_PROCESS,
@@ -28,6 +29,7 @@ from ops.plan.model import (
     WORKERS,
     Annotations,
     DatabasePlan,
+    EventsPlan,
     Finding,
     FunctionPlan,
     Plan,
@@ -334,6 +336,45 @@ def findings_for(scenario: Scenario, functions: dict[str, FunctionPlan], redis: 
     return tuple(found)
 
 
+def plan_events(scenario: Scenario, figures: Figures, database: DatabasePlan) -> EventsPlan:
+    """Pods that hold the busiest second's order.placed events without a 503 from queue-proxy.
+
+    The benchmark does not measure the consumer, so the plan sizes what it can count: every
+    confirmed order posts one event, the database confirms them within its confirm time, and
+    each pod holds containerConcurrency events in flight plus 10 x that in queue-proxy's queue.
+    """
+    orders = database.orders
+    spread = max(1.0, scenario.window_seconds, database.confirm_seconds)
+    burst = math.ceil(orders / spread - 1e-9)
+    concurrency = WORKERS["events"] * THREADS["events"]
+    held = concurrency * (1 + QUEUE_PROXY_QUEUE_PER_SLOT)
+    pods = max(1, math.ceil(burst / held - 1e-9))
+    high = max(pods + 1, math.ceil(pods * MAX_SCALE_HEADROOM))
+    notes = Annotations("concurrency", concurrency, scenario.utilization_percent, pods, pods, high, 0, concurrency)
+    probes = probes_for(figures.order_max_ms)  # not measured: an event does less than an order against the same stores
+    timeout = planned_timeout("events", probes)
+    return EventsPlan(
+        orders=orders,
+        burst=burst,
+        container_concurrency=concurrency,
+        held_per_pod=held,
+        pods=pods,
+        annotations=notes,
+        probes=probes,
+        timeout_seconds=timeout,
+        arithmetic=(
+            f"order.placed: one per confirmed order, {orders:,}, within max(1 s, the {_n(scenario.window_seconds)} s window,"
+            f" the database's {database.confirm_seconds:,.2f} s to confirm them) = {_n(spread)} s: {burst:,} at once",
+            f"containerConcurrency = target = {WORKERS['events']} worker x {THREADS['events']} threads = {concurrency}",
+            f"a pod holds {concurrency} in flight + queue-proxy's queue of {QUEUE_PROXY_QUEUE_PER_SLOT} x {concurrency}"
+            f" = {held}; past that queue-proxy answers 503 and the event waits for the broker's backoff",
+            f"pods = ceil({burst:,} / {held}) = {pods:,}: min-scale = initial-scale = {pods:,}, max-scale {high:,}"
+            f" ({pods * CPUS['events']:g} CPUs at {CPUS['events']:g} each; lower min-scale after the sale)",
+            *_probe_lines("events", figures.order_max_ms, probes, timeout),
+        ),
+    )
+
+
 def make_plan(scenario: Scenario, figures: Figures) -> Plan:
     scenario.validate()
     functions = {
@@ -343,7 +384,8 @@ def make_plan(scenario: Scenario, figures: Figures) -> Plan:
     }
     redis = plan_redis(scenario, figures, functions)
     database = plan_database(scenario, figures, functions)
-    return Plan(scenario, figures, functions, redis, database, findings_for(scenario, functions, redis, database))
+    events = plan_events(scenario, figures, database)
+    return Plan(scenario, figures, functions, redis, database, events, findings_for(scenario, functions, redis, database))
 
 
 def _n(value: float) -> str:

@@ -10,13 +10,14 @@ from shared.settings import Settings
 
 # Pod shapes as knative/*.yaml deploy them (a unit test keeps the two in step):
 # auth hashes one password per CPU; stock and order run one gevent worker on one CPU.
-CPUS = {"auth": 2, "stock": 1, "order": 1}
-WORKERS = {"auth": 1, "stock": 1, "order": 1}
-THREADS = {"auth": 2, "stock": 1, "order": 1}  # auth: one worker, two hashing threads (python -m bench.auth_layout)
+CPUS = {"auth": 2, "stock": 1, "order": 1, "events": 0.5}
+WORKERS = {"auth": 1, "stock": 1, "order": 1, "events": 1}
+# auth: one worker, two hashing threads (python -m bench.auth_layout); events: one gthread worker, four threads
+THREADS = {"auth": 2, "stock": 1, "order": 1, "events": 4}
 # The longest an answer is still worth waiting for: a stock read older than 10 s is useless; an
 # order or a login a buyer has waited 30 s for has been retried already. The plan raises a
 # Service's timeoutSeconds above this where its probes or its drain need more (planned_timeout).
-TIMEOUT_SECONDS = {"auth": 30, "stock": 10, "order": 30}
+TIMEOUT_SECONDS = {"auth": 30, "stock": 10, "order": 30, "events": 60}
 # How each function scales, and why (docs/capacity.md): order and stock answer from memory and
 # Redis in milliseconds, so the requests they hold at the planned load are a fraction of one per
 # pod, too few to steer on; the requests that arrive are what they size by. A login holds a CPU
@@ -54,6 +55,9 @@ PROBE_MARGIN = 2
 # the field in a Service's template (pkg/apis/serving/fieldmask.go, PodSpecMask): timeoutSeconds
 # is the only way to give a pod the grace its drain needs.
 QUEUE_PROXY_DRAIN_SECONDS = 30
+# queue-proxy with a containerConcurrency holds that many requests in flight and queues 10 times as
+# many more; past them it answers 503 at once (knative/serving pkg/queue/sharedmain/main.go, buildBreaker).
+QUEUE_PROXY_QUEUE_PER_SLOT = 10
 
 # The settings the pods run with: the code's defaults, which knative/config.yaml keeps
 # (a unit test checks): the Redis timeout past which a gate answer trips the breaker, the
@@ -140,6 +144,21 @@ class FunctionPlan:
 
 
 @dataclass(frozen=True)
+class EventsPlan:
+    """The order.placed consumer: one event per confirmed order, delivered by the broker as they come."""
+
+    orders: int  # one order.placed each
+    burst: int  # the events of the busiest second, which may reach the pods at once
+    container_concurrency: int  # one per thread
+    held_per_pod: int  # in flight + queue-proxy's queue; past it queue-proxy answers 503
+    pods: int
+    annotations: Annotations
+    probes: Probes
+    timeout_seconds: int
+    arithmetic: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RedisPlan:
     gate_peak_ops_per_s: float  # every Buy pressed before the sale sells out runs the gate script
     gate_capacity_per_s: float
@@ -177,6 +196,7 @@ class Plan:
     functions: dict[str, FunctionPlan]
     redis: RedisPlan
     database: DatabasePlan
+    events: EventsPlan
     findings: tuple[Finding, ...] = field(default=())
 
     def finding(self, code: str) -> Finding | None:

@@ -35,6 +35,13 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"  probes: {_probe_text(fn.probes)}")
         lines.append(f"  timeoutSeconds: {fn.timeout_seconds} (also the pod's termination grace)")
         lines.append("")
+    events = plan.events
+    lines.append(f"events, the order.placed burst: {events.pods:,} pods")
+    lines += [f"  {line}" for line in events.arithmetic]
+    lines.append(f"  annotations: {_annotation_text(events.annotations)}")
+    lines.append(f"  probes: {_probe_text(events.probes)}")
+    lines.append(f"  timeoutSeconds: {events.timeout_seconds} (also the pod's termination grace)")
+    lines.append("")
     auth = plan.functions["auth"]
     lines += [
         f"activator: in the path for auth only (target-burst-capacity -1), holding the logins past its pods'"

@@ -78,6 +78,9 @@ SIGNING_KEY_SECRET = "flashsale-signing-key"
 PUBLIC_KEY_CONFIGMAP = "flashsale-public-key"
 DATA_SECRET = "flashsale-data"
 CONFIGMAP = "flashsale-config"
+# A Service that runs another function's image: the dead-letter sink serves the events image's
+# POST /dead-letters (functions/events/main.py). Every other Service is named after its function.
+RUNS_FUNCTION = {"dead-letters": "events"}
 KEBAB_CASE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
 PASSWORD_IN_URI = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:([^@\s/]+)@")
@@ -113,6 +116,12 @@ def knative_services() -> dict[str, dict[str, Any]]:
     return {obj["metadata"]["name"]: obj for _, obj in all_objects() if is_knative_service(obj)}
 
 
+def function_of(service_name: str) -> str:
+    """The function whose image and code a Service runs."""
+    name = service_name.removeprefix("flashsale-")
+    return RUNS_FUNCTION.get(name, name)
+
+
 def dockerfile_functions() -> set[str]:
     """The FUNCTION values the Dockerfile's build-arg check accepts."""
     text = (REPO / "Dockerfile").read_text()
@@ -146,7 +155,7 @@ def knative_service_problems(service: dict[str, Any], allowed_env: frozenset[str
     name = service.get("metadata", {}).get("name", "")
     if not (KEBAB_CASE.match(name) and name.startswith("flashsale-")):
         problems.append(f"name {name!r} must be kebab-case and start with flashsale-")
-    function = name.removeprefix("flashsale-")
+    function = function_of(name)
 
     for key in service.get("metadata", {}).get("annotations", {}):
         if key.startswith("autoscaling.knative.dev/"):
@@ -471,7 +480,7 @@ def test_checker_reports_a_broken_service(breakage: str) -> None:
 def test_every_probe_path_is_answered_by_its_function(ctx: Context) -> None:
     probed = 0
     for name, service in knative_services().items():
-        function = name.removeprefix("flashsale-")
+        function = function_of(name)
         (container,) = service["spec"]["template"]["spec"]["containers"]
         for probe in ("readinessProbe", "livenessProbe"):
             path = container[probe]["httpGet"]["path"]
@@ -489,7 +498,7 @@ def test_configmap_keys_are_settings() -> None:
 
 
 def test_each_function_folder_has_exactly_one_service() -> None:
-    services = [name.removeprefix("flashsale-") for name in knative_services()]
+    services = [name.removeprefix("flashsale-") for name in knative_services() if name.removeprefix("flashsale-") not in RUNS_FUNCTION]
     assert sorted(services) == sorted(set(services))
     assert set(services) == function_folders(), "functions/ and knative/ must name the same functions"
 
@@ -630,7 +639,7 @@ def test_deploy_dry_run_matches_the_manifests() -> None:
             assert flags.pop(flag, None) == ([annotations[key]] if key in annotations else None), f"{name} {flag}"
         concurrency = template["spec"].get("containerConcurrency")
         assert flags.pop("--concurrency-limit", None) == ([str(concurrency)] if concurrency else None), name
-        assert flags["--image"] == [f"registry.example.com/shop/{name}:t1"]
+        assert flags["--image"] == [f"registry.example.com/shop/flashsale-{function_of(name)}:t1"]
         assert flags["--env-from"] == [f"config-map:{CONFIGMAP}"]
         assert sorted(flags["--env-value-from"]) == [
             f"DATABASE_URL=secret:{DATA_SECRET}:DATABASE_URL",
@@ -680,7 +689,7 @@ def test_deploy_kustomize_mode_points_the_images_at_the_registry(tmp_path: Path)
         if obj and is_knative_service(obj)
         for container in obj["spec"]["template"]["spec"]["containers"]
     }
-    assert images == {f"registry.example.com/shop/{name}:t1" for name in knative_services()}
+    assert images == {f"registry.example.com/shop/flashsale-{function_of(name)}:t1" for name in knative_services()}
 
 
 def test_images_dry_run_builds_every_function() -> None:

@@ -24,7 +24,7 @@ from tests.deploy.test_manifests import knative_services
 
 pytestmark = pytest.mark.deploy
 
-MEASURED_AS = {"auth": "auth", "stock": "stock", "order": "order", "events": "order"}
+MEASURED_AS = {"auth": "auth", "stock": "stock", "order": "order", "events": "order", "dead-letters": "order"}
 
 
 def slowest_answer_seconds(function: str) -> float:
