@@ -142,3 +142,7 @@ class StoreError(FlashsaleError):
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail, headers={"Retry-After": "1"})
+
+
+class OutcomeUnknown(StoreError):
+    """A write began and nobody heard how it ended (its waiter was killed): it may have committed."""

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar, cast
 
 from shared.blocking import gevent_active
-from shared.errors import FlashsaleError, LimitReached, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
+from shared.errors import FlashsaleError, LimitReached, OutcomeUnknown, SaleNotStarted, SoldOut, StoreError, Unavailable, UnknownSku
 from shared.events import EventEmitter, order_placed_event
 from shared.gate import Admission, Gate
 from shared.models import Order, PlacedOrder, Sale, request_fingerprint, utcnow
@@ -246,6 +246,13 @@ class OrderDesk:
         except LimitReached:
             self._gate(lambda e: self.gate.release(sku, user_id, quantity, e, units_after=sale.per_user_limit), epoch)
             raise
+        except OutcomeUnknown as exc:
+            # It may have committed: the gate keeps the unit (healing gives it back if no order
+            # holds it), and the buyer's retry with the same key finds the truth.
+            self._store_failed(exc)
+            raise Unavailable(
+                "the order may or may not have been placed; retry with the same Idempotency-Key to find out", retry_after=1
+            ) from exc
         except StoreError as exc:
             self._gate(lambda e: self.gate.release(sku, user_id, quantity, e), epoch)
             self._store_failed(exc)

@@ -135,6 +135,6 @@ class PlacesOneAsABatch:
 
 def again(failure: StoreError) -> StoreError:
     """A copy of a failure that answers a whole batch, one per caller: one instance raised in many threads tangles their tracebacks."""
-    copy = StoreError(failure.detail)
+    copy = type(failure)(failure.detail)
     copy.__cause__ = failure.__cause__ or failure
     return copy

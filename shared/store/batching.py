@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shared.errors import StoreError
+from shared.errors import OutcomeUnknown, StoreError
 from shared.models import OrderRequest, PlacedOrder
 from shared.store.base import Placement, again, placed
 
@@ -98,6 +98,7 @@ class OrderBatcher:
 
     def _lead(self, batch: _Batch) -> None:
         failure: BaseException | None = None
+        writing = False
         try:
             with self._changed:
                 deadline = batch.opened_at + self.max_wait_s
@@ -107,20 +108,31 @@ class OrderBatcher:
                     self._changed.wait()  # the batch before is still being written: keep collecting
                 if self._open is batch:
                     self._open = None
+            writing = True
             batch.answers = self.store.place_orders(batch.requests)
         except BaseException as exc:
             failure = exc
             raise
         finally:
-            self._finish(batch, failure)
+            self._finish(batch, failure, unknown=writing and not isinstance(failure, StoreError))
 
-    def _finish(self, batch: _Batch, failure: BaseException | None) -> None:
-        """Wake the batch's callers and the next leader, even if this leader was killed (a gevent timeout) or the store raised."""
+    def _finish(self, batch: _Batch, failure: BaseException | None, *, unknown: bool = False) -> None:
+        """Wake the batch's callers and the next leader, even if this leader was killed (a gevent timeout) or the store raised.
+
+        ``unknown``: the write began and did not report back (its leader was
+        killed while the database thread went on, or the write raised
+        something other than the store's own error). It may have committed,
+        so its callers hear OutcomeUnknown, never "not written".
+        """
         with self._changed:
             if self._open is batch:
                 self._open = None  # closed before the answers, so no order joins a batch nobody will write
             if failure is not None or len(batch.answers) != len(batch.requests):
-                unwritten = StoreError(f"the batch was not written: {failure!r}")
+                unwritten: StoreError = (
+                    OutcomeUnknown(f"the batch's write began and its outcome is unknown: {failure!r}")
+                    if unknown
+                    else StoreError(f"the batch was not written: {failure!r}")
+                )
                 unwritten.__cause__ = failure
                 batch.answers = [again(unwritten) for _ in batch.requests]
             self._finished.add(batch.number)
