@@ -37,14 +37,27 @@ VERIFIED_CACHE_SIZE = 20_000
 # Authorization headers parsed lately, and how long one is kept: a loser pressing Buy again is refused
 # from memory without parsing their token again (23 us a press, measured). A parsed token is only its
 # decoded parts, not a verdict: verification still checks it, and a header that fails to parse is not kept.
+# Anyone can fill it (the signature is not checked yet), so what one entry may hold is bounded below:
+# MAX_TOKEN_CHARS, plain claims only, and headers no longer than a token and its scheme.
 PARSED_CACHE_SIZE = 4_096
 PARSED_SECONDS = 60.0
 ALGORITHM = "EdDSA"  # the only algorithm accepted: no "none", no HS256 key confusion
 LEEWAY_SECONDS = 5  # clock skew between auth and the other functions
-# Ours are ~400 characters. The cap bounds the decoding an unauthenticated
-# request can cause before its signature is checked.
-MAX_TOKEN_CHARS = 4096
+# The longest token auth mints is 780 characters: the longest email validation accepts (254) with
+# the default issuer and audience; an ordinary one is ~460. 1,024 leaves ~180 bytes of claims for a
+# longer JWT_ISSUER or JWT_AUDIENCE (TokenSigner.issue refuses to mint past it). The cap bounds
+# what an unauthenticated request can make this process decode, and keep, before its signature is checked.
+MAX_TOKEN_CHARS = 1_024
+MAX_HEADER_CHARS = len("Bearer ") + MAX_TOKEN_CHARS  # longer (padded with spaces) still parses, but is not kept
 SIGNATURE_BYTES = 64
+# What a token may carry, all plain values: the claims auth writes (TokenSigner.issue) and the
+# header PyJWT writes. Anything else (another claim, an object, a list where a string is due) is no
+# token of ours, and is refused when parsed, before it is kept: a payload of nested empty lists cost
+# ~140 KB of objects per 4 KB header.
+HEADER_FIELDS = frozenset({"alg", "kid", "typ"})  # strings
+STRING_CLAIMS = frozenset({"sub", "iss", "email", "jti"})
+NUMBER_CLAIMS = frozenset({"exp", "iat", "nbf"})  # a JSON number, never a boolean or infinity
+MAX_AUDIENCES = 4  # "aud": a string, or a list of 1 to 4 strings (RFC 7519 allows either)
 
 # Compact JWS: three base64url segments (RFC 7515 §7.1), unpadded, ASCII only.
 _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)")
@@ -91,8 +104,12 @@ class BearerToken:
     unverified_subject: str
     header: dict[str, Any] = field(repr=False)
     payload: dict[str, Any] = field(repr=False)
-    signing_input: bytes = field(repr=False)  # the exact "header.payload" bytes the signature covers
     signature: bytes = field(repr=False)
+
+    @property
+    def signing_input(self) -> bytes:
+        """The exact ``header.payload`` bytes the signature covers: made when checked, not kept (the parsed cache holds many)."""
+        return self.raw[: self.raw.rindex(".")].encode("ascii")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -125,12 +142,36 @@ def _json_object(segment: str) -> dict[str, Any]:
     return value
 
 
+def _plain_header(header: dict[str, Any]) -> bool:
+    return all(name in HEADER_FIELDS and type(value) is str for name, value in header.items())
+
+
+# The type of each claim as we write it: one dict lookup and one comparison a claim on the way through.
+_WRITTEN_AS = {name: str for name in STRING_CLAIMS} | {name: int for name in NUMBER_CLAIMS} | {"aud": str}
+
+
+def _plain_claims(payload: dict[str, Any]) -> bool:
+    """Only the claims we write, each a plain value of its type (``STRING_CLAIMS``, ``NUMBER_CLAIMS``, ``aud``)."""
+    return all(type(value) is _WRITTEN_AS.get(name) or _plain_otherwise(name, value) for name, value in payload.items())
+
+
+def _plain_otherwise(name: str, value: object) -> bool:
+    """A claim not written as we write it, yet plain: a finite float for a number, a short list of strings for ``aud``."""
+    if name in NUMBER_CLAIMS:
+        return type(value) is float and math.isfinite(value)
+    if name == "aud":
+        return type(value) is list and 0 < len(value) <= MAX_AUDIENCES and all(type(one) is str for one in value)
+    return False
+
+
 def parse_token(raw: str) -> BearerToken:
     """Split and decode a compact JWT without checking its signature.
 
     Raises ``Unauthorized("token invalid")`` for anything that is not three
-    strict base64url segments with JSON-object header and payload and a
-    string ``sub`` (``"token has no subject"`` when it is empty); a
+    strict base64url segments, at most ``MAX_TOKEN_CHARS`` in all, with
+    JSON-object header and payload holding only plain values of the fields
+    we write (``HEADER_FIELDS``, ``STRING_CLAIMS``, ``NUMBER_CLAIMS``, ``aud``)
+    and a string ``sub`` (``"token has no subject"`` when it is empty); a
     well-formed forgery parses, and ``TokenVerifier.check`` refuses it.
     """
     matched = _COMPACT.fullmatch(raw) if len(raw) <= MAX_TOKEN_CHARS else None
@@ -143,13 +184,14 @@ def parse_token(raw: str) -> BearerToken:
         signature = _segment_bytes(signature_segment)
     except (ValueError, RecursionError) as exc:  # binascii, UTF-8 and JSON errors are ValueErrors
         raise Unauthorized("token invalid") from exc
+    if not _plain_header(header) or not _plain_claims(payload):
+        raise Unauthorized("token invalid")
     subject = payload.get("sub")
     if not isinstance(subject, str):
         raise Unauthorized("token invalid")
     if not subject:
         raise Unauthorized("token has no subject")
-    signing_input = raw[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
-    return BearerToken(raw, subject, header, payload, signing_input, signature)
+    return BearerToken(raw, subject, header, payload, signature)
 
 
 def parse_bearer(authorization: str | None) -> BearerToken:
@@ -265,11 +307,16 @@ class TokenVerifier:
         return self._verified.get(token.raw) or self._remember(token.raw, self.check(token))
 
     def bearer(self, authorization: str | None) -> BearerToken:
-        """``parse_bearer``, remembering the headers parsed lately (keyed by the whole header)."""
+        """``parse_bearer``, remembering the headers parsed lately (keyed by the whole header).
+
+        Only headers that parse, and no longer than ``MAX_HEADER_CHARS``: an entry costs a few KB at
+        most, so the whole cache stays within a few MB whatever strangers send.
+        """
         if authorization is not None and (token := self._parsed.get(authorization)) is not None:
             return token
         token = parse_bearer(authorization)
-        self._parsed.set(authorization or "", token, PARSED_SECONDS)
+        if authorization is not None and len(authorization) <= MAX_HEADER_CHARS:
+            self._parsed.set(authorization, token, PARSED_SECONDS)
         return token
 
     def from_header(self, authorization: str | None) -> Claims:
@@ -311,4 +358,6 @@ class TokenSigner(TokenVerifier):
             "jti": uuid.uuid4().hex,
         }
         token = jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.key_id})
+        if len(token) > MAX_TOKEN_CHARS:  # every verifier would refuse it: fail here, loudly, not as 401s at the sale
+            raise RuntimeError(f"a token of {len(token)} characters is over MAX_TOKEN_CHARS; shorten JWT_ISSUER or JWT_AUDIENCE")
         return token, ttl

@@ -5,14 +5,17 @@ making the cache: ``time.monotonic`` for lifetimes counted in seconds,
 ``time.time`` for the token cache, because a token's ``exp`` is stated on the
 wall clock.
 
-A lapsed entry is not removed when it lapses. ``get`` no longer returns it,
-but ``entries`` keeps it, with its lapse time: the sale and sold-out caches
-answer from a lapsed entry while one request refreshes it, and the stock cache
-tells clients how long its answer stays fresh. Those owners read
-``entries.get(key)`` and compare the lapse time with their own call of the
-same clock: one dict lookup and one float comparison, as in the caches this
-replaced (a bound method stored on the cache, or a call of ``cache.clock``,
-cost more per hit, measured).
+A lapsed entry is not removed when it lapses, only when ``get`` reads it
+(then it is dropped, and ``get`` returns None) or a full cache makes room.
+Until then ``entries`` keeps it, with its lapse time: the sale and sold-out
+caches answer from a lapsed entry while one request refreshes it, and the
+stock cache tells clients how long its answer stays fresh. Those owners read
+``entries.get(key)``, never ``get``, and compare the lapse time with their own
+call of the same clock: one dict lookup and one float comparison, as in the
+caches this replaced (a bound method stored on the cache, or a call of
+``cache.clock``, cost more per hit, measured). The token caches read through
+``get``: what a stranger's header left behind goes the first time it is read
+after its lifetime, not at the next sweep.
 
 Bounded, because keys come from clients (a made-up sku is cached as "no such
 sale", a forged token costs a verification): a ``set`` that finds the cache
@@ -53,10 +56,15 @@ class TTLCache(Generic[K, V]):
         self.entries: dict[K, tuple[float, V]] = {}
 
     def get(self, key: K) -> V | None:
-        """The value, if set and not lapsed. A value that may be None is read from ``entries``."""
-        entry = self.entries.get(key)
-        if entry is not None and entry[0] > self.clock():
+        """The value, if set and not lapsed; a lapsed entry is dropped. A value that may be None is read from ``entries``."""
+        entries = self.entries
+        entry = entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] > self.clock():
             return entry[1]
+        if entries.get(key) is entry:  # not one another thread set meanwhile
+            entries.pop(key, None)
         return None
 
     def set(self, key: K, value: V, seconds: float) -> None:

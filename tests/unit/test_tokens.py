@@ -11,17 +11,30 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
+import tracemalloc
+import uuid
 from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared import tokens
+from shared import tokens, validation
 from shared.errors import Unauthorized
 from shared.settings import Settings
-from shared.tokens import MAX_TOKEN_CHARS, BearerToken, Claims, TokenSigner, TokenVerifier, parse_bearer, parse_token
+from shared.tokens import (
+    MAX_HEADER_CHARS,
+    MAX_TOKEN_CHARS,
+    PARSED_CACHE_SIZE,
+    BearerToken,
+    Claims,
+    TokenSigner,
+    TokenVerifier,
+    parse_bearer,
+    parse_token,
+)
 
 INVALID = "^token invalid$"
 EXPIRED = "^token expired$"
@@ -135,17 +148,29 @@ def test_hs256_keyed_with_our_public_key_is_refused(settings: Settings, signer: 
         refused(verifier, f"{header}.{payload}.{b64(mac)}", ALGORITHM)
 
 
-@pytest.mark.parametrize("alg", ["eddsa", "EdDSA ", "Ed25519", "ES256", None, ["EdDSA"]])
+@pytest.mark.parametrize("alg", ["eddsa", "EdDSA ", "Ed25519", "ES256", None])
 def test_only_the_exact_alg_eddsa_is_accepted(signer: TokenSigner, verifier: TokenVerifier, alg: object) -> None:
     # Signed with our key: without the allow-list the signature would pass.
     header = json.dumps({"kid": signer.key_id} | ({} if alg is None else {"alg": alg}))
     refused(verifier, sign_json(signer, header, json.dumps(claims())), ALGORITHM)
 
 
-@pytest.mark.parametrize("kid", ["someone-else", None, 7])
+@pytest.mark.parametrize("kid", ["someone-else", None])
 def test_a_kid_other_than_ours_is_refused(signer: TokenSigner, verifier: TokenVerifier, kid: object) -> None:
     header = {"alg": "EdDSA"} | ({} if kid is None else {"kid": kid})
     refused(verifier, sign_json(signer, json.dumps(header), json.dumps(claims())), UNKNOWN_KEY)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"alg": ["EdDSA"]}, {"kid": 7}, {"typ": {"JWT": True}}, {"jku": "https://example.com/keys"}, {"x": None}],
+    ids=["alg a list", "kid a number", "typ an object", "another field", "a null field"],
+)
+def test_a_header_of_anything_but_our_string_fields_is_refused_when_parsed(signer: TokenSigner, extra: dict[str, object]) -> None:
+    # Signed with our key: only the parse's rule stands between it and a sale.
+    header = json.dumps({"alg": "EdDSA", "kid": signer.key_id, "typ": "JWT"} | extra)
+    with pytest.raises(Unauthorized, match=INVALID):
+        parse_token(sign_json(signer, header, json.dumps(claims())))
 
 
 def test_another_key_under_our_kid_is_refused(verifier: TokenVerifier) -> None:
@@ -261,15 +286,105 @@ def test_a_header_that_is_no_json_object_is_refused(signer: TokenSigner, verifie
 
 
 def test_deeply_nested_json_is_refused_not_a_crash(signer: TokenSigner, verifier: TokenVerifier) -> None:
-    payload = '{"sub": "user-1", "x": ' + "[" * 1200 + "]" * 1200 + "}"  # deeper than the recursion limit
+    payload = '{"sub": "user-1", "x": ' + "[" * 290 + "]" * 290 + "}"  # as deep as MAX_TOKEN_CHARS holds
     token = sign_json(signer, our_header(signer), payload)
     assert len(token) < MAX_TOKEN_CHARS
     refused(verifier, token, INVALID)
 
 
 def test_an_oversized_token_is_refused_before_decoding(signer: TokenSigner, verifier: TokenVerifier) -> None:
-    token = sign(signer, claims(padding="x" * MAX_TOKEN_CHARS))
+    token = sign(signer, claims(email="x" * MAX_TOKEN_CHARS))
     refused(verifier, token, INVALID)
+
+
+# --- what a token may hold: plain values, and no more than ours ------------------------------------------
+
+LONGEST_EMAIL = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com"  # validation's longest: 254, labels of 63
+
+
+def test_the_longest_token_auth_mints_fits_the_limit(settings: Settings, signer: TokenSigner, verifier: TokenVerifier) -> None:
+    """Bug caught: a limit below what auth mints for the longest email it registers (254 characters), which
+    would turn that buyer's every press into a 401."""
+    credentials = validation.credentials({"email": LONGEST_EMAIL, "password": "x" * 12}, checking_strength=False)
+    assert len(LONGEST_EMAIL) == 254 and credentials.email == LONGEST_EMAIL
+    token, _ = signer.issue(uuid.uuid4().hex, LONGEST_EMAIL)
+    assert verifier.verify(token).email == LONGEST_EMAIL
+    ordinary, _ = signer.issue(uuid.uuid4().hex, "ada@example.com")
+    assert len(ordinary) < len(token) < MAX_TOKEN_CHARS
+
+
+def test_a_token_over_the_limit_is_never_minted(keys: tuple[Path, Path]) -> None:
+    """Bug caught: an issuer name long enough that every token auth mints is one the other functions refuse."""
+    env = {"JWT_PRIVATE_KEY_FILE": str(keys[0]), "JWT_PUBLIC_KEY_FILE": str(keys[1]), "JWT_ISSUER": "i" * 400}
+    with pytest.raises(RuntimeError, match="MAX_TOKEN_CHARS"):
+        TokenSigner(Settings.from_env(env)).issue("user-1", LONGEST_EMAIL)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"x": [[]] * 40}, id="another claim, of nested lists"),
+        pytest.param({"role": "admin"}, id="another claim, a string"),
+        pytest.param({"email": {"a": "b"}}, id="email an object"),
+        pytest.param({"email": None}, id="email null"),
+        pytest.param({"jti": ["a"]}, id="jti a list"),
+        pytest.param({"iss": ["flashsale"]}, id="iss a list"),
+        pytest.param({"exp": [1]}, id="exp a list"),
+        pytest.param({"iat": False}, id="iat a boolean"),
+        pytest.param({"aud": ["flashsale", ["x"]]}, id="aud holding a list"),
+        pytest.param({"aud": ["flashsale", "a", "b", "c", "d"]}, id="aud of five"),
+        pytest.param({"aud": []}, id="aud empty"),
+    ],
+)
+def test_a_claim_that_is_not_a_plain_value_of_ours_is_refused_when_parsed(signer: TokenSigner, overrides: dict[str, object]) -> None:
+    # Signed with our key: only the parse's rule stands between it and being kept, unverified, in the parsed cache.
+    payload = claims() | {name: value for name, value in overrides.items()}
+    with pytest.raises(Unauthorized, match=INVALID):
+        parse_token(sign_json(signer, our_header(signer), json.dumps(payload)))
+
+
+def test_plain_claims_of_ours_parse(signer: TokenSigner) -> None:
+    """The other side of the rule above: every claim auth writes, float times, and an audience list of four."""
+    payload = claims(email="a@example.com", jti="j", exp=time.time() + 60.5, aud=["a", "b", "c", "flashsale"])
+    assert parse_token(sign(signer, payload)).payload == payload
+
+
+def largest_forgery(n: int) -> str:
+    """A header of plain claims as large as MAX_TOKEN_CHARS allows, under a signature that is not ours."""
+    header = b64json({"alg": "EdDSA", "kid": "k" * 43, "typ": "JWT"})
+    signature = b64(os.urandom(64))
+    room = (MAX_TOKEN_CHARS - len(header) - len(signature) - 2) * 3 // 4
+    payload = {"sub": f"stranger-{n}", "iss": "", "email": "", "jti": "", "aud": ["", "", "", ""], "exp": 0, "iat": 0, "nbf": 0}
+    payload["email"] = "e" * (room - len(json.dumps(payload, separators=(",", ":"))))
+    token = f"{header}.{b64(json.dumps(payload, separators=(',', ':')).encode())}.{signature}"
+    assert MAX_TOKEN_CHARS - 4 <= len(token) <= MAX_TOKEN_CHARS
+    return "Bearer " + token
+
+
+def test_a_full_parsed_cache_of_the_largest_forgeries_stays_within_its_bound(verifier: TokenVerifier) -> None:
+    """Bug caught: a parsed header kept whatever it held (a payload of nested empty lists, ~140 KB of objects per
+    4 KB header, 4,096 of them for 60 s): any caller could take a worker's memory before its signature was checked.
+    The bound: PARSED_CACHE_SIZE entries of at most ~4.4 KB each (measured), 1.5 times what real tokens take."""
+    headers = [largest_forgery(n) for n in range(PARSED_CACHE_SIZE)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for header in headers:
+            verifier.bearer(header[:7] + header[7:])  # a fresh string, as each request's header is, kept as the key
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(verifier._parsed) == PARSED_CACHE_SIZE
+    assert kept <= PARSED_CACHE_SIZE * 5 * 1024, f"{kept / PARSED_CACHE_SIZE:.0f} bytes an entry"
+
+
+def test_a_header_padded_past_a_token_is_answered_but_not_kept(signer: TokenSigner, verifier: TokenVerifier) -> None:
+    """Bug caught: spaces after "Bearer" (8 KB of them fit in a header) made every kept entry as large as the header."""
+    raw, _ = signer.issue("user-7", "u7@example.com")
+    padded = "Bearer" + " " * MAX_HEADER_CHARS + raw
+    assert verifier.bearer(padded).unverified_subject == "user-7"
+    assert padded not in verifier._parsed.entries and len(verifier._parsed) == 0
+    assert verifier.bearer(f"Bearer {raw}") is verifier.bearer(f"Bearer {raw}")  # an ordinary one is kept
 
 
 def base64_variants(token: str) -> dict[str, str]:

@@ -55,8 +55,8 @@ def test_set_until_keeps_the_deadline_given(clock: Clock) -> None:
     clock.now = 1004.9
     assert cache.get("token") == "claims"
     clock.now = 1005.0
-    assert cache.get("token") is None
     assert cache.entries.get("token") == (1005.0, "claims")
+    assert cache.get("token") is None
 
 
 def test_a_deadline_is_kept_as_a_float(clock: Clock) -> None:
@@ -78,14 +78,25 @@ def test_setting_again_renews_the_lifetime_and_the_value(clock: Clock) -> None:
 
 
 def test_a_lapsed_entry_is_still_readable_in_entries(clock: Clock) -> None:
-    """Bug caught: lapsed entries deleted on read, so the sale cache cannot answer from a lapsed copy while one request
-    re-reads it, and the sold-out memo forgets the holders it had."""
+    """Bug caught: lapsed entries deleted when they lapse, so the sale cache cannot answer from a lapsed copy while one
+    request re-reads it, and the sold-out memo forgets the holders it had (those owners read ``entries``, never ``get``)."""
     cache: TTLCache[str, str] = TTLCache(10, clock)
     cache.set("phone", "sale", 1.0)
     clock.now += 5
-    assert cache.get("phone") is None
     assert cache.entries.get("phone") == (1001.0, "sale")
     assert cache.entries.get("nothing") is None
+
+
+def test_get_drops_the_lapsed_entry_it_reads(clock: Clock) -> None:
+    """Bug caught: a lapsed entry kept until a write found the cache full, so what a flood of strangers' tokens
+    left behind stayed in memory after their lifetime (the parsed-token cache: 4,096 entries for good)."""
+    cache: TTLCache[str, str] = TTLCache(10, clock)
+    cache.set("token", "parsed", 1.0)
+    cache.set("other", "parsed", 10.0)
+    clock.now += 5
+    assert cache.get("token") is None
+    assert "token" not in cache.entries
+    assert cache.get("other") == "parsed" and len(cache) == 1  # a live entry is read, and stays
 
 
 def test_a_cached_none_is_told_apart_from_a_miss_in_entries(clock: Clock) -> None:
