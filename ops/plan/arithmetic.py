@@ -8,7 +8,12 @@ from ops.plan.figures import Figures
 from ops.plan.model import (
     CPUS,
     DEPLOYED,
+    ENVOY_CLUSTER_MAX_REQUESTS,
     GATE_HEADROOM,
+    GATEWAY_CPU_LIMIT,
+    GATEWAY_CPU_REQUEST,
+    GATEWAY_HPA_MAX_REPLICAS,
+    GATEWAY_MIN_REPLICAS,
     LIVENESS_PERIOD_SECONDS,
     LOGIN_RATE_LIMIT_COMMANDS,
     MAX_SCALE_HEADROOM,
@@ -32,6 +37,8 @@ from ops.plan.model import (
     EventsPlan,
     Finding,
     FunctionPlan,
+    GatewayCluster,
+    GatewayPlan,
     Plan,
     Probe,
     Probes,
@@ -375,6 +382,55 @@ def plan_events(scenario: Scenario, figures: Figures, database: DatabasePlan) ->
     )
 
 
+def in_flight_at_the_gateway(fn: FunctionPlan, scenario: Scenario, crowd_factor: float) -> float:
+    """Requests the gateway holds for one function's cluster at the end of the crowd's window.
+
+    Each request holds its upstream connection until the pod answers. While the pods answer the
+    arrivals as they come, that is arrivals x the time one takes inside (Little); past what the
+    pods answer, the window's excess waits in them too, every request still open at the gateway.
+    """
+    rate = fn.demand_per_s * crowd_factor
+    answered = fn.pods * fn.per_pod_per_s
+    window = scenario.window_seconds if fn.function == "order" else max(scenario.window_seconds, 1.0)
+    backlog = max(0.0, (rate - answered) * window)
+    return rate * fn.seconds_inside + backlog
+
+
+def plan_gateway(scenario: Scenario, functions: dict[str, FunctionPlan]) -> GatewayPlan:
+    """Gateway replicas so that no cluster passes Envoy's 1,024 requests in any replica, at twice the crowd."""
+    clusters = []
+    peak_twice = 0.0
+    for name in ("order", "stock"):  # target-burst-capacity 0: the gateway sends straight to their pods
+        fn = functions[name]
+        planned, twice = in_flight_at_the_gateway(fn, scenario, 1.0), in_flight_at_the_gateway(fn, scenario, 2.0)
+        peak_twice = max(peak_twice, twice)
+        clusters.append((name, planned, twice))
+    limit = ENVOY_CLUSTER_MAX_REQUESTS
+    replicas = max(GATEWAY_MIN_REPLICAS, math.ceil(peak_twice / (limit * GATE_HEADROOM) - 1e-9))
+    per_cluster = tuple(GatewayCluster(name, planned, twice, planned / replicas, twice / replicas) for name, planned, twice in clusters)
+    lines = [
+        f"{c.function}: {c.in_flight:,.0f} requests in flight at the planned crowd, {c.in_flight_twice:,.0f} at twice it"
+        f" = {c.per_replica:,.0f} and {c.per_replica_twice:,.0f} per replica, against Envoy's {limit:,} a cluster"
+        for c in per_cluster
+    ]
+    return GatewayPlan(
+        replicas=replicas,
+        cpu_request=replicas * GATEWAY_CPU_REQUEST,
+        cpu_limit=replicas * GATEWAY_CPU_LIMIT,
+        max_requests_per_cluster=limit,
+        clusters=per_cluster,
+        arithmetic=(
+            "target-burst-capacity 0: the gateway (Kourier's Envoy) sends every press straight to the pods; Kourier sets no"
+            f" circuit breakers, so each replica allows {limit:,} requests, {limit:,} pending and {limit:,} connections a cluster",
+            *lines,
+            f"replicas = max({GATEWAY_MIN_REPLICAS}, ceil({peak_twice:,.0f} / ({limit:,} x {GATE_HEADROOM:g}))) = {replicas}:"
+            f" pre-scale to them before the sale; its CPU autoscaler ({GATEWAY_HPA_MAX_REPLICAS} at most) decides every 15 s",
+            f"CPU: {replicas} x {GATEWAY_CPU_REQUEST:g} requested = {replicas * GATEWAY_CPU_REQUEST:g},"
+            f" up to {replicas * GATEWAY_CPU_LIMIT:g} (its limit of {GATEWAY_CPU_LIMIT:g} each)",
+        ),
+    )
+
+
 def make_plan(scenario: Scenario, figures: Figures) -> Plan:
     scenario.validate()
     functions = {
@@ -385,7 +441,17 @@ def make_plan(scenario: Scenario, figures: Figures) -> Plan:
     redis = plan_redis(scenario, figures, functions)
     database = plan_database(scenario, figures, functions)
     events = plan_events(scenario, figures, database)
-    return Plan(scenario, figures, functions, redis, database, events, findings_for(scenario, functions, redis, database))
+    gateway = plan_gateway(scenario, functions)
+    findings = findings_for(scenario, functions, redis, database)
+    if gateway.replicas > GATEWAY_HPA_MAX_REPLICAS:
+        findings += (
+            Finding(
+                "gateway_replicas",
+                f"the gateway needs {gateway.replicas} replicas for twice the crowd, past its autoscaler's maxReplicas of"
+                f" {GATEWAY_HPA_MAX_REPLICAS}: raise maxReplicas with minReplicas (docs/deploy.md, the gateway before the sale)",
+            ),
+        )
+    return Plan(scenario, figures, functions, redis, database, events, gateway, findings)
 
 
 def _n(value: float) -> str:

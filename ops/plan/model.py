@@ -158,6 +158,40 @@ class EventsPlan:
     arithmetic: tuple[str, ...]
 
 
+# The ingress gateway, as net-kourier installs it (knative-extensions/net-kourier config/300-gateway.yaml):
+# Envoy pods of 200m CPU requested, 1 CPU limit, scaled by a CPU HorizontalPodAutoscaler from 1 to 10
+# replicas at 100 % of the request. Kourier sets no circuit breakers on the clusters it makes
+# (pkg/envoy/api/cluster.go, NewCluster), so Envoy's defaults hold per cluster (one a revision) in each
+# replica: 1,024 connections, 1,024 pending requests, 1,024 requests (envoy/config/cluster/v3/
+# circuit_breaker.proto, Thresholds); past them Envoy answers 503 at once.
+GATEWAY_CPU_REQUEST = 0.2
+GATEWAY_CPU_LIMIT = 1.0
+GATEWAY_HPA_MAX_REPLICAS = 10
+ENVOY_CLUSTER_MAX_REQUESTS = 1024
+GATEWAY_MIN_REPLICAS = 2  # one gateway replica restarting must not leave the sale on none
+
+
+@dataclass(frozen=True)
+class GatewayCluster:
+    """One revision's cluster in the gateway: its requests in flight, in all replicas and in each."""
+
+    function: str
+    in_flight: float  # at the planned crowd
+    in_flight_twice: float  # at twice it
+    per_replica: float
+    per_replica_twice: float
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    replicas: int  # to pre-scale to before the sale (the HPA's minReplicas)
+    cpu_request: float  # all replicas together
+    cpu_limit: float
+    max_requests_per_cluster: int  # Envoy's default circuit breaker, per replica
+    clusters: tuple[GatewayCluster, ...]
+    arithmetic: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class RedisPlan:
     gate_peak_ops_per_s: float  # every Buy pressed before the sale sells out runs the gate script
@@ -197,6 +231,7 @@ class Plan:
     redis: RedisPlan
     database: DatabasePlan
     events: EventsPlan
+    gateway: GatewayPlan
     findings: tuple[Finding, ...] = field(default=())
 
     def finding(self, code: str) -> Finding | None:

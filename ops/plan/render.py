@@ -42,6 +42,10 @@ def render_plan(plan: Plan) -> str:
     lines.append(f"  probes: {_probe_text(events.probes)}")
     lines.append(f"  timeoutSeconds: {events.timeout_seconds} (also the pod's termination grace)")
     lines.append("")
+    gateway = plan.gateway
+    lines.append(f"ingress gateway: {gateway.replicas} replicas")
+    lines += [f"  {line}" for line in gateway.arithmetic]
+    lines.append("")
     auth = plan.functions["auth"]
     lines += [
         f"activator: in the path for auth only (target-burst-capacity -1), holding the logins past its pods'"

@@ -188,6 +188,43 @@ def test_the_arithmetic_is_shown() -> None:
     assert "timeout 5 s" in text
 
 
+# --- the ingress gateway --------------------------------------------------------------
+#
+# net-kourier sets no circuit breakers on its clusters (pkg/envoy/api/cluster.go), so Envoy's defaults
+# hold per cluster in each gateway replica: 1,024 requests (circuit_breaker.proto, Thresholds).
+
+
+def test_the_gateway_is_sized_for_twice_the_crowd_against_envoys_limits() -> None:
+    gateway = make_plan(Scenario(buyers=10_000, stock=1000), FIGURES).gateway
+    order = next(c for c in gateway.clusters if c.function == "order")
+    assert order.in_flight == pytest.approx(10)  # 10,000/s x 1 ms inside: the 15 pods answer 15,000/s
+    assert order.in_flight_twice == pytest.approx(20 + 5_000)  # 20,000/s: 5,000 more than they answer wait in the window
+    assert gateway.max_requests_per_cluster == 1024
+    assert gateway.replicas == 8  # ceil(5,020 / (1,024 x 0.7)) = ceil(7.003)
+    assert order.per_replica_twice == pytest.approx(5_020 / 8)
+    assert all(c.per_replica_twice <= 1024 * 0.7 for c in gateway.clusters)
+    assert gateway.cpu_request == pytest.approx(1.6)
+    assert gateway.cpu_limit == pytest.approx(8.0)
+    assert make_plan(Scenario(buyers=100, stock=10), FIGURES).gateway.replicas == 2  # never fewer
+    assert make_plan(Scenario(buyers=10_000, stock=1000), FIGURES).finding("gateway_replicas") is None
+
+
+def test_a_gateway_past_its_autoscalers_ceiling_is_flagged() -> None:
+    plan = make_plan(Scenario(buyers=100_000, stock=1000), FIGURES)
+    assert plan.gateway.replicas > 10
+    finding = plan.finding("gateway_replicas")
+    assert finding is not None and "maxReplicas" in finding.message
+
+
+def test_the_gateway_is_in_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "latest.json"
+    results.write_text(json.dumps(RESULTS))
+    assert planner.main(["--buyers", "10000", "--stock", "1000", "--figures", str(results), "--json"]) == 0
+    gateway = json.loads(capsys.readouterr().out)["gateway"]
+    assert gateway["replicas"] == 8
+    assert {c["function"] for c in gateway["clusters"]} == {"order", "stock"}
+
+
 # --- Redis and the database ---------------------------------------------------------
 
 
