@@ -72,12 +72,13 @@ class Accounts:
                 observe(outcome)
 
     def _login(self, credentials: Credentials, address: str | None) -> Session:
-        self.limiter.check(credentials.email, address)
+        attempt = self.limiter.check(credentials.email, address)  # counted as a failure until the password matches
         user = self.store.get_user_by_email(credentials.email)
         stored = user.password_hash if user is not None else self._dummy_hash
         matches = self._timed(lambda: bcrypt.checkpw(credentials.password.encode("utf-8"), stored))
         if user is None or not matches:
             raise InvalidCredentials()
+        self.limiter.succeeded(attempt)
         token, ttl = self.signer.issue(user.user_id, user.email)
         return Session(token, ttl)
 

@@ -116,7 +116,12 @@ class Settings:
         " the previous batch is, so a batch is what arrived during the write before it (no wait when the store is idle).",
     )
     order_batch_max: int = setting("ORDER_BATCH_MAX", 64, int, "Group commit: most orders one database write confirms.")
-    login_rate_per_account: int = setting("LOGIN_RATE_PER_ACCOUNT", 10, int, "Login attempts per account per window (0 disables).")
+    login_rate_per_account: int = setting(
+        "LOGIN_RATE_PER_ACCOUNT",
+        10,
+        int,
+        "Failed logins per account and client address per window; an account takes 10 times as many from all addresses (0 disables).",
+    )
     login_rate_per_address: int = setting("LOGIN_RATE_PER_ADDRESS", 100, int, "Login attempts per client address per window (0 disables).")
     register_rate_per_address: int = setting(
         "REGISTER_RATE_PER_ADDRESS",
