@@ -63,8 +63,9 @@ def run(names: list[str], *, quick: bool, results: Path, say=print) -> tuple[lis
             outcome.figures["seconds"] = round(time.monotonic() - began, 1)
             outcomes.append(outcome)
             say(f"{name}: {'PASS' if outcome.passed else 'FAIL'} in {outcome.figures['seconds']:.0f} s")
-        for log in (Path(scratch) / "k6").glob("*.log"):
-            (out / log.name).write_text(log.read_text())
+        # k6's output, and the proxies' logs (a queue-proxy's failed requests with their termination state)
+        for log in Path(scratch).glob("*/*.log"):
+            (out / f"{log.parent.name}-{log.name}").write_text(log.read_text(errors="replace"))
     result = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m rehearsal.run " + " ".join(sys.argv[1:]),
