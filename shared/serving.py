@@ -82,6 +82,9 @@ def gunicorn_argv(function: str, settings: Settings, *, host: str = "0.0.0.0", p
         "--name", f"flashsale-{function}",
         "--chdir", str(ROOT),
         "--config", "python:shared.serving",
+        # gunicorn 27 opens a control socket at $HOME/.gunicorn/gunicorn.ctl in every master: one
+        # path for every function on a machine, the last to start taking it. Nothing here uses it.
+        "--no-control-socket",
     ]  # fmt: skip
     if plan.worker_class == "gevent":
         argv += ["--worker-connections", str(plan.worker_connections)]
