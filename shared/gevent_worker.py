@@ -27,11 +27,14 @@ worker lost some of them in two ways:
   a worker restart sends SIGTERM; gunicorn's loop went on accepting for up to
   a second, and a connection taken meanwhile was closed unanswered (a reset
   for the buyer). Here the worker stops accepting as soon as the signal is
-  handled, so the kernel hands new connections to the other workers, and
-  every connection it already took is served: its request is read (a byte
-  already there is seen at once; one still on its way gets up to
-  ``STOPPING_CHECK_SECONDS``) and answered with ``Connection: close``, as
-  gunicorn answers every request of a stopping worker.
+  handled, takes the connections the kernel has already queued for it, and
+  closes its copy of the listening socket: the kernel hands new connections
+  to the other workers, or, when the whole pod stops, refuses them at once
+  instead of queueing them for nobody and resetting them at the exit. Every
+  connection it took is served: its request is read (a byte already there is
+  seen at once; one still on its way gets up to ``STOPPING_CHECK_SECONDS``)
+  and answered with ``Connection: close``, as gunicorn answers every request
+  of a stopping worker.
 
 Everything else is gunicorn's ``GeventWorker``.
 """
@@ -74,16 +77,37 @@ class _BurstServer(StreamServer):  # type: ignore[misc]
         pass  # gunicorn's 1 for several workers; ACCEPT_BURST decides
 
 
+class _NamedListener:
+    """A listening socket as gunicorn's handler uses it, its name read once.
+
+    gunicorn asks the listener for its name at every connection; a worker that
+    is stopping has closed its copy of the socket (``Worker._stop_accepting``)
+    while it still serves what it took, and the real socket would answer EBADF.
+    """
+
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+        self._name = listener.getsockname()
+
+    def getsockname(self) -> Any:
+        return self._name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._listener, name)
+
+
 class Worker(ggevent.GeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker, taking connections in bursts and starting the header deadline at the first byte."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._servers: list[_BurstServer] = []
+        self._named: dict[Any, _NamedListener] = {}  # each listening socket -> what gunicorn's handler is given for it
 
     def run(self) -> None:
         # The name gunicorn's run() makes its servers with; in this worker process only.
         ggevent.StreamServer = functools.partial(_BurstServer, started=self._servers.append)
+        self._named = {listener: _NamedListener(listener) for listener in self.sockets}
         super().run()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
@@ -98,14 +122,33 @@ class Worker(ggevent.GeventWorker):  # type: ignore[misc]
         gevent.spawn(self._stop_accepting)
 
     def _stop_accepting(self) -> None:
+        """Take what the kernel has already queued for us, then close our copy of the listening socket.
+
+        Stopping the watcher alone left the socket open until the worker
+        exited: the kernel went on completing connections into its queue,
+        which nobody accepted, and reset them all at the exit (a pod stopped
+        while it still had traffic: 70 presses without an answer in the
+        rehearsal). Closed, the socket refuses new connections at once once
+        no process holds it (the master closes its copy before it signals
+        its workers), and a proxy can send them elsewhere; while another
+        worker holds it, that worker takes them.
+        """
         for server in self._servers:
-            server.stop_accepting()  # the listening socket stays open for the other workers; run() closes our copy
+            if server.closed:
+                continue  # run() got there first
+            server.stop_accepting()
+            try:
+                while (accepted := server.do_read()) is not None:  # None: the queue is empty
+                    server.do_handle(*accepted)  # served, and answered with Connection: close
+            except OSError:
+                pass  # the socket is already closed
+            server.close()  # run() closes it again later: a second close does nothing
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         if not self._first_byte(client):
             util.close(client)
             return
-        super().handle(listener, client, addr)
+        super().handle(self._named.get(listener, listener), client, addr)
 
     def _first_byte(self, client: Any) -> bool:
         """Whether ``client`` sent something within FIRST_BYTE_TIMEOUT_SECONDS.
