@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+import yaml
+
 from bench.servers import AppServer, baseline
 from ops.devstack import RedisServer, Stack, ensure_keys, free_port, wait_until
 
@@ -42,9 +44,19 @@ ACTIVATOR_ADDRESS, ACTIVATOR_SOURCE = "127.0.0.11", "127.0.0.3"
 ENVOY_MAX_CONNECTIONS = 1024
 ENVOY_MAX_PENDING = 1024
 PROXY_MAXCONN = 12_000  # connections a proxy holds at once: a crowd of 10,000 and its upstream side
-# The functions' Knative settings (knative/*.yaml): containerConcurrency (0: none) and timeoutSeconds.
-CONTAINER_CONCURRENCY = {"auth": 2, "stock": 0, "order": 0, "baseline": 0}
-TIMEOUT_SECONDS = {"auth": 30, "stock": 10, "order": 30, "baseline": 30}
+
+
+def _revision_settings(function: str) -> tuple[int, int]:
+    """containerConcurrency (0: none) and timeoutSeconds of knative/<function>.yaml: the manifests stay the one place they live."""
+    with (HERE.parent / "knative" / f"{function}.yaml").open() as manifest:
+        spec = yaml.safe_load(manifest)["spec"]["template"]["spec"]
+    return int(spec.get("containerConcurrency", 0)), int(spec["timeoutSeconds"])
+
+
+# The functions' Knative settings; the baseline (the empty function) is served as order is.
+_SETTINGS = {function: _revision_settings(function) for function in ("auth", "stock", "order")}
+CONTAINER_CONCURRENCY = {**{f: cc for f, (cc, _) in _SETTINGS.items()}, "baseline": _SETTINGS["order"][0]}
+TIMEOUT_SECONDS = {**{f: timeout for f, (_, timeout) in _SETTINGS.items()}, "baseline": _SETTINGS["order"][1]}
 DRAIN_QUIET_SECONDS = 1.0  # queue-proxy waits 30 s without a request; the rehearsal's pods see no late stragglers
 POD_ENV = {"WORKERS": "1", "LOG_LEVEL": "WARNING"}  # two cores: one worker a pod, or eight pods oversubscribe them
 
