@@ -104,6 +104,26 @@ class PayloadTooLarge(FlashsaleError):
     status, code, title = 413, "payload_too_large", "Request body too large"
 
 
+class Forbidden(FlashsaleError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class UriTooLong(FlashsaleError):
+    status, code, title = 414, "uri_too_long", "URI Too Long"
+
+
+class ExpectationFailed(FlashsaleError):
+    status, code, title = 417, "expectation_failed", "Expectation Failed"
+
+
+class HeaderFieldsTooLarge(FlashsaleError):
+    status, code, title = 431, "header_fields_too_large", "Request Header Fields Too Large"
+
+
+class NotImplementedByServer(FlashsaleError):
+    status, code, title = 501, "not_implemented", "Not Implemented"
+
+
 class UnsupportedMediaType(FlashsaleError):
     status, code, title = 415, "unsupported_media_type", "Send application/json"
 

@@ -114,19 +114,21 @@ def post_worker_init(worker: Any) -> None:
     """In each worker, after gevent's patching and before the first request.
 
     Logging from the start: a worker that so far answered only probes has no
-    Context yet, yet logs each request. Tracing, if the settings turn it on.
+    Context yet, yet logs each request. gunicorn's own refusals of malformed
+    requests in problem+json (shared/server_refusals.py). Tracing, if the settings turn it on.
     Every request body within BODY_TIMEOUT_SECONDS or 408 (shared/bodytimeout.py,
     outermost, so before the order shortcuts read a body too). The healing loop
     in stock and events workers (shared/healing.py). The Redis pool of the
     functions a crowd presses opened now, not in the crowd's first second
     (shared/redisconn.py ``RedisConn.warm``).
     """
-    from shared import bodytimeout, healing, logs, tracing
+    from shared import bodytimeout, healing, logs, server_refusals, tracing
     from shared.context import context
     from shared.redisconn import MAX_CONNECTIONS
 
     settings = get_settings()
     logs.configure(settings)
+    server_refusals.install()
     function = worker.cfg.proc_name.removeprefix("flashsale-")
     tracing.configure(settings, function, app=worker.wsgi)
     worker.wsgi = bodytimeout.guard(worker.wsgi, settings, function)
