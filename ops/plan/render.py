@@ -15,6 +15,18 @@ from ops.plan.model import DEPLOYED, MONGO_POOL_PER_PROCESS, REDIS_MAXCLIENTS, A
 from ops.plan.simulate import simulate_function
 
 
+def _service_lines(title: str, pods: int, arithmetic: tuple[str, ...], annotations: Annotations, probes: Probes, timeout: int) -> list[str]:
+    """One Knative Service of the plan, as text: its pods, how they were worked out, and what its manifest carries."""
+    return [
+        f"{title}: {pods:,} pods",
+        *(f"  {line}" for line in arithmetic),
+        f"  annotations: {_annotation_text(annotations)}",
+        f"  probes: {_probe_text(probes)}",
+        f"  timeoutSeconds: {timeout} (also the pod's termination grace)",
+        "",
+    ]
+
+
 def render_plan(plan: Plan) -> str:
     s = plan.scenario
     lines = [
@@ -29,19 +41,11 @@ def render_plan(plan: Plan) -> str:
     }
     for name in ("auth", "stock", "order"):
         fn = plan.functions[name]
-        lines.append(f"{titles[name]}: {fn.pods:,} pods")
-        lines += [f"  {line}" for line in fn.arithmetic]
-        lines.append(f"  annotations: {_annotation_text(fn.annotations)}")
-        lines.append(f"  probes: {_probe_text(fn.probes)}")
-        lines.append(f"  timeoutSeconds: {fn.timeout_seconds} (also the pod's termination grace)")
-        lines.append("")
+        lines += _service_lines(titles[name], fn.pods, fn.arithmetic, fn.annotations, fn.probes, fn.timeout_seconds)
     events = plan.events
-    lines.append(f"events, the order.placed burst: {events.pods:,} pods")
-    lines += [f"  {line}" for line in events.arithmetic]
-    lines.append(f"  annotations: {_annotation_text(events.annotations)}")
-    lines.append(f"  probes: {_probe_text(events.probes)}")
-    lines.append(f"  timeoutSeconds: {events.timeout_seconds} (also the pod's termination grace)")
-    lines.append("")
+    lines += _service_lines(
+        "events, the order.placed burst", events.pods, events.arithmetic, events.annotations, events.probes, events.timeout_seconds
+    )
     gateway = plan.gateway
     lines.append(f"ingress gateway: {gateway.replicas} replicas")
     lines += [f"  {line}" for line in gateway.arithmetic]
