@@ -251,58 +251,61 @@ def _scale_down_one(ctx: Context, way: str, outcome: Outcome) -> None:
         ctx.say(f"  {way}: {run.classes}; {leaving.name} answered {left}")
 
 
-# 4. scale-up --------------------------------------------------------------------------
-def scale_up(ctx: Context) -> Outcome:
-    size, outcome = ctx.size, Outcome("scale-up")
-    workdir = ctx.workdir / "scale-up"
+def _stream_with(
+    ctx: Context, name: str, allowed: tuple[str, ...], *, after: int, strike: Callable[[Topology, Outcome], None], pods: str | None = None
+) -> tuple[Outcome, Presses]:
+    """A stream of buyers through two order pods, ``strike`` once ``after`` presses reached the gateway; judged from the database."""
+    size, outcome = ctx.size, Outcome(name)
+    workdir = ctx.workdir / name
     with running(workdir, {"order": 2}, STACK_ENV) as topology:
         settings = Settings.from_env(topology.env)
-        units = size.stream_buyers // 2
-        sku, tokens, _ = prepare_sale(settings, workdir, stock=units, buyers=size.stream_buyers)
+        sku, tokens, _ = prepare_sale(settings, workdir, stock=size.stream_buyers // 2, buyers=size.stream_buyers)
         ctx.drain_timewait()
-        newcomer = "order-3"
-        env = buy_env(
-            topology, sku, tokens, buyers=size.stream_buyers, rate=size.stream_rate, start_delay="2s", pods=f"order-1,order-2,{newcomer}"
-        )
-        crowd_run = Background("scale-up", env, ctx.workdir / "k6").start()
-        wait_for_presses(topology, "order", size.stream_buyers // 5)
+        extra = {"pods": pods} if pods else {}
+        env = buy_env(topology, sku, tokens, buyers=size.stream_buyers, rate=size.stream_rate, start_delay="2s", **extra)
+        crowd_run = Background(name, env, ctx.workdir / "k6").start()
+        wait_for_presses(topology, "order", after)
+        strike(topology, outcome)
+        run = crowd_run.join()
+        outcome.runs[name] = run
+        outcome.checks.update(press_checks(run, allowed=allowed))
+        outcome.checks.update(sale_checks(settings, sku, run, size.stream_buyers))
+    return outcome, run
+
+
+# 4. scale-up --------------------------------------------------------------------------
+def scale_up(ctx: Context) -> Outcome:
+    newcomer = "order-3"
+
+    def join(topology: Topology, outcome: Outcome) -> None:
         started = time.monotonic()
         pod = topology.new_pod("order")
         assert pod.name == newcomer, pod.name
         topology.add_to_rotation(pod)
         outcome.notes.append(f"{pod.name} started cold mid-crowd, ready and in rotation after {time.monotonic() - started:.1f} s")
-        run = crowd_run.join()
-        outcome.runs["scale-up"] = run
-        outcome.checks.update(press_checks(run, allowed=("201", "409")))
-        outcome.checks.update(sale_checks(settings, sku, run, size.stream_buyers))
-        answers = run.pods.get(newcomer, {})
-        outcome.checks[f"{newcomer} answered once in rotation ({answers.get('answers', 0)})"] = answers.get("answers", 0) > 0
-        outcome.checks[f"{newcomer}: every answer right ({answers.get('wrong', 0)} wrong)"] = answers.get("wrong", 0) == 0
-        outcome.figures[f"answers from {newcomer}"] = answers.get("answers", 0)
-        ctx.say(f"  {run.classes}; {newcomer} answered {answers}")
+
+    outcome, run = _stream_with(
+        ctx, "scale-up", ("201", "409"), after=ctx.size.stream_buyers // 5, strike=join, pods=f"order-1,order-2,{newcomer}"
+    )
+    answers = run.pods.get(newcomer, {})
+    outcome.checks[f"{newcomer} answered once in rotation ({answers.get('answers', 0)})"] = answers.get("answers", 0) > 0
+    outcome.checks[f"{newcomer}: every answer right ({answers.get('wrong', 0)} wrong)"] = answers.get("wrong", 0) == 0
+    outcome.figures[f"answers from {newcomer}"] = answers.get("answers", 0)
+    ctx.say(f"  {run.classes}; {newcomer} answered {answers}")
     return outcome
 
 
 # 5. Redis SIGKILLed ----------------------------------------------------------------------
 def redis_kill(ctx: Context) -> Outcome:
-    size, outcome = ctx.size, Outcome("redis-kill")
-    workdir = ctx.workdir / "redis-kill"
-    with running(workdir, {"order": 2}, STACK_ENV) as topology:
-        settings = Settings.from_env(topology.env)
-        units = size.stream_buyers // 2
-        sku, tokens, _ = prepare_sale(settings, workdir, stock=units, buyers=size.stream_buyers)
-        ctx.drain_timewait()
-        env = buy_env(topology, sku, tokens, buyers=size.stream_buyers, rate=size.stream_rate, start_delay="2s")
-        crowd_run = Background("redis-kill", env, ctx.workdir / "k6").start()
-        wait_for_presses(topology, "order", size.stream_buyers // 4)
+    after = ctx.size.stream_buyers // 4
+
+    def kill(topology: Topology, outcome: Outcome) -> None:
         assert topology.redis.process is not None
         topology.redis.process.kill()  # SIGKILL, by its PID
-        outcome.notes.append(f"redis-server SIGKILLed after {size.stream_buyers // 4} presses reached the gateway")
-        run = crowd_run.join()
-        outcome.runs["redis-kill"] = run
-        outcome.checks.update(press_checks(run, allowed=("201", "409", "503_retry_after")))
-        outcome.checks.update(sale_checks(settings, sku, run, size.stream_buyers))
-        ctx.say(f"  {run.classes}")
+        outcome.notes.append(f"redis-server SIGKILLed after {after} presses reached the gateway")
+
+    outcome, run = _stream_with(ctx, "redis-kill", ("201", "409", "503_retry_after"), after=after, strike=kill)
+    ctx.say(f"  {run.classes}")
     return outcome
 
 
