@@ -587,7 +587,9 @@ def test_kustomize_renders_valid_infra() -> None:
 
 
 def run_script(script: str, env: dict[str, str], path_prefix: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHON": sys.executable, **env}
+    # PLAN_CHECK=0 unless a test says otherwise: the plan check reads this machine's bench/results/latest.json,
+    # so after a local `make bench` it stops every deploy; tests/deploy/test_plan_check.py tests it on a clean copy.
+    full_env = {**os.environ, "PYTHON": sys.executable, "PLAN_CHECK": "0", **env}
     if path_prefix is not None:
         full_env["PATH"] = f"{path_prefix}{os.pathsep}{full_env['PATH']}"
     return subprocess.run(["bash", str(SCRIPTS / script)], capture_output=True, text=True, env=full_env, check=False, timeout=120)
