@@ -22,7 +22,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map, MapAdapter, RequestRedirect, Rule
 from werkzeug.wrappers import Request as BareRequest
 
-from shared import logs
+from shared import logs, strict_json
 from shared.errors import (
     FlashsaleError,
     InvalidRequest,
@@ -107,34 +107,14 @@ def read_json(request: BareRequest, max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"the body may be at most {max_bytes} bytes")
     try:
-        body = _BODY.decode(raw.decode("utf-8"))
-    except _RepeatedKey as exc:
+        body = strict_json.DECODER.decode(raw.decode("utf-8"))
+    except strict_json.RepeatedKey as exc:
         raise InvalidRequest("the body repeats a key in one object; name each key once") from exc
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidRequest("the body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     return body
-
-
-class _RepeatedKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # With a key named twice, parsers disagree on which value wins (Python's json takes the last, others the
-    # first): a gateway that reads one would see another request than the one acted on. Refuse, at any depth.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _RepeatedKey()
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_BODY = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
 
 
 def client_address(request: Request, trusted_proxies: int) -> str | None:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from shared import strict_json
 from shared.errors import Unauthorized
 from shared.settings import Settings
 from shared.ttlcache import TTLCache
@@ -112,21 +113,6 @@ class BearerToken:
         return self.raw[: self.raw.rindex(".")].encode("ascii")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # With duplicates, which value wins differs between parsers: refuse rather than pick.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate key")
-    return obj
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-
-
 def _segment_bytes(segment: str) -> bytes:
     """Strict unpadded base64url; the alphabet is already checked by ``_COMPACT``."""
     tail = len(segment) % 4
@@ -136,7 +122,7 @@ def _segment_bytes(segment: str) -> bytes:
 
 
 def _json_object(segment: str) -> dict[str, Any]:
-    value = _JSON.decode(_segment_bytes(segment).decode("utf-8"))
+    value = strict_json.DECODER.decode(_segment_bytes(segment).decode("utf-8"))
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
