@@ -34,7 +34,7 @@ from string import Template
 import yaml
 
 from bench.servers import AppServer, baseline
-from ops.devstack import RedisServer, Stack, ensure_keys, free_port, wait_until
+from ops.devstack import RedisServer, Stack, ensure_keys, free_port, stop_groups, wait_until
 
 HERE = Path(__file__).resolve().parent
 HAPROXY_DIR = HERE / "haproxy"
@@ -153,14 +153,7 @@ class Proxy:
     def stop(self, sig: int = signal.SIGUSR1, timeout: float = 10) -> None:
         """SIGUSR1 (HAProxy's graceful stop: it closes its listener and finishes what it holds), SIGKILL after ``timeout``."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_groups([process], timeout, sig)  # its own session: the group is HAProxy alone
 
 
 @dataclass
